@@ -1,0 +1,13 @@
+"""atcpy's typed IR: types, values/ops/graphs, the op registry, verifier and text form."""
+
+from ir.core import Graph, Op, Use, Value
+from ir.parser import ParseError, parse, parse_type
+from ir.printer import print_graph, print_op
+from ir.registry import all_ops, infer_types, lookup
+from ir.types import DType, TensorType
+from ir.verifier import VerifyError, verify
+
+__all__ = [
+    "DType", "TensorType", "Value", "Use", "Op", "Graph", "lookup", "all_ops", "infer_types",
+    "verify", "VerifyError", "parse", "parse_type", "ParseError", "print_graph", "print_op",
+]

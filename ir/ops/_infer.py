@@ -1,0 +1,97 @@
+"""Shape helpers shared by the op declarations' type-inference functions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from ir.core import Op
+from ir.registry import TypeInferenceError
+from ir.types import Dim, DType, TensorType
+
+__all__ = [
+    "broadcast", "operand_type", "same_as", "broadcast_all", "norm_axis", "const_operand",
+    "trusted", "conv_out_dim", "with_dtype_of",
+]
+
+
+def operand_type(op: Op, i: int) -> TensorType:
+    v = op.operands[i] if i < len(op.operands) else None
+    if v is None:
+        raise TypeInferenceError(f"{op.kind}: operand {i} is required")
+    return v.type
+
+
+def broadcast(shapes: Sequence[Sequence[Dim]]) -> tuple[Dim, ...]:
+    """Numpy/ONNX multidirectional broadcasting, symbols kept when they agree."""
+    rank = max((len(s) for s in shapes), default=0)
+    out: list[Dim] = []
+    for i in range(rank):
+        dims = [s[len(s) - rank + i] for s in shapes if len(s) - rank + i >= 0]
+        known = {d for d in dims if d != 1}
+        if not known:
+            out.append(1)
+        elif len(known) == 1:
+            out.append(known.pop())
+        else:
+            ints = {d for d in known if isinstance(d, int)}
+            if len(ints) > 1:
+                raise TypeInferenceError(f"shapes {[tuple(s) for s in shapes]} do not broadcast")
+            out.append(ints.pop() if ints else "?")
+    return tuple(out)
+
+
+def same_as(i: int = 0):
+    def infer(op: Op) -> list[TensorType]:
+        return [operand_type(op, i)]
+
+    return infer
+
+
+def broadcast_all(dtype: DType | None = None, first: int = 0, last: int | None = None):
+    """Elementwise result: broadcast of operands[first:last], dtype of the first (or `dtype`)."""
+
+    def infer(op: Op) -> list[TensorType]:
+        ts = [v.type for v in op.operands[first:last] if v is not None]
+        if not ts:
+            raise TypeInferenceError(f"{op.kind} has no operands")
+        return [TensorType(dtype or ts[0].dtype, broadcast([t.shape for t in ts]))]
+
+    return infer
+
+
+def with_dtype_of(i: int, dtype: DType):
+    def infer(op: Op) -> list[TensorType]:
+        return [operand_type(op, i).with_dtype(dtype)]
+
+    return infer
+
+
+def norm_axis(axis: int, rank: int, op: Op | None = None) -> int:
+    a = axis + rank if axis < 0 else axis
+    if not 0 <= a < max(rank, 1):
+        raise TypeInferenceError(f"{op.kind if op else ''}: axis {axis} out of range for rank {rank}")
+    return a
+
+
+def const_operand(op: Op, i: int) -> np.ndarray | None:
+    return op.operand_const(i)
+
+
+def trusted(op: Op, why: str) -> list[TensorType]:
+    """Result types that depend on runtime values: keep what the op already says."""
+    if op.results:
+        return [r.type for r in op.results]
+    raise TypeInferenceError(f"{op.kind}: {why}; result types must be given")
+
+
+def conv_out_dim(size: Dim, k: int, stride: int, dil: int, pad_begin: int, pad_end: int, ceil: bool = False) -> Dim:
+    if not isinstance(size, int):
+        return "?"
+    eff = dil * (k - 1) + 1
+    num = size + pad_begin + pad_end - eff
+    out = (-(-num // stride) if ceil else num // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad_begin:
+        out -= 1  # the last window must start inside the input or left padding
+    return out
