@@ -84,9 +84,10 @@ def _in_arena(v: Value) -> bool:
 
 
 def _last_uses(graph: Graph) -> dict[int, int]:
-    """Step of each value's last use (a graph output: the last step)."""
+    """Step of each value's last use.  Graph outputs are read after the last op,
+    at a virtual step ``len(graph.ops)``, so even the last op cannot overwrite one."""
     pos = {id(op): i for i, op in enumerate(graph.ops)}
-    end = len(graph.ops) - 1
+    end = len(graph.ops)
     outputs = {id(v) for v in graph.outputs}
     last: dict[int, int] = {}
     for i, op in enumerate(graph.ops):
@@ -165,9 +166,9 @@ def place(bufs: list[Buffer], key: Callable[[Buffer], tuple]) -> int:
     return max((b.offset + b.size for b in bufs), default=0)
 
 
-def lower_bound(bufs: list[Buffer], steps: int) -> int:
+def lower_bound(bufs: list[Buffer]) -> int:
     """The most bytes live at any one step."""
-    delta = [0] * (steps + 1)
+    delta = [0] * (max((b.end for b in bufs), default=0) + 2)
     for b in bufs:
         delta[b.start] += b.size
         delta[b.end + 1] -= b.size
@@ -218,7 +219,7 @@ class AssignBuffers(Pass):
         naive = sum(_align(v.type.nbytes, self.alignment) for v in _activations(graph))
         stats = {
             "arena_bytes": arena,
-            "lower_bound_bytes": lower_bound(bufs, len(graph.ops)),
+            "lower_bound_bytes": lower_bound(bufs),
             "naive_bytes": naive,
             "weights_bytes": graph.weights_bytes(),
         }
