@@ -1,0 +1,320 @@
+"""The pass manager: a textual pipeline, run in order, verified, dumped and timed.
+
+    pm = PassManager.parse("canonicalize,fuse,tile{size=256},place", verify_each=True, dump_dir="dumps")
+    results = pm.run(graph, ctx)   # [{"name": "canonicalize", "seconds": 0.01, "changed": True}, ...]
+    print(pm.timing_report())
+
+Pipeline syntax: pass names separated by commas; options in braces set the
+pass dataclass's fields (``tile{size=256 pad=true}``; options separated by
+spaces or commas; lists as ``[1,2]``).  Dumps: ``00-input.ir`` then
+``NN-<pass>.ir`` after each pass, each with its large arrays beside it in
+``NN-<pass>.npz`` so `load_dump` restores it exactly (``parse(...,
+synthesize=True)`` also reads the ``.ir`` alone).
+
+A pass that raises, or leaves IR the verifier rejects, raises `PassFailure`
+naming the pass, the passes before it and the dump of its input IR (written to
+a temporary directory when no dump directory was given).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import AtcError, InternalError, UsageError
+from ir.core import Graph
+from ir.parser import parse
+from ir.printer import print_graph
+from ir.verifier import VerifyError, verify
+from passes.base import PASSES, Pass, PassContext, log
+
+__all__ = [
+    "PassFailure",
+    "PassManager",
+    "PassResult",
+    "PipelineError",
+    "format_timing",
+    "load_dump",
+    "parse_pipeline",
+    "split_pipeline",
+    "write_dump",
+]
+
+
+class PipelineError(UsageError, ValueError):
+    """The pipeline text is malformed or names an unknown pass/option/value."""
+
+
+class PassFailure(RuntimeError):
+    """A pass raised, or left IR that does not verify."""
+
+    def __init__(self, pass_name: str, before: list[str], dump_path: Path | None, cause: BaseException) -> None:
+        self.pass_name = pass_name
+        self.before = before
+        self.dump_path = dump_path
+        self.cause = cause
+        after = f"after {', '.join(before)}" if before else "as the first pass"
+        where = f"; its input IR is in {dump_path}" if dump_path else ""
+        what = "left IR that does not verify" if isinstance(cause, VerifyError) else "failed"
+        super().__init__(f"pass '{pass_name}' ({after}) {what}: {type(cause).__name__}: {cause}{where}")
+
+
+@dataclass
+class PassResult:
+    name: str
+    seconds: float
+    changed: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "seconds": self.seconds, "changed": self.changed}
+
+
+# -- pipeline text ---------------------------------------------------------------------------
+def split_pipeline(text: str, seps: str = ",") -> list[str]:
+    """Split on `seps` outside braces/brackets."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth < 0:
+                raise PipelineError(f"unbalanced '{ch}' in pipeline {text!r}")
+        if ch in seps and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    if depth:
+        raise PipelineError(f"unbalanced braces in pipeline {text!r}")
+    parts.append("".join(cur))
+    return [p.strip() for p in parts if p.strip()]
+
+
+def _convert(raw: str, typ: Any, where: str) -> Any:
+    """Convert option text to the field's type (int, float, bool, str, list[...], X | None)."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(typ) if a is not type(None)]
+        if raw.lower() in ("none", "null") and len(args) < len(typing.get_args(typ)):
+            return None
+        errors = []
+        for a in args:
+            try:
+                return _convert(raw, a, where)
+            except PipelineError as e:
+                errors.append(str(e))
+        raise PipelineError(errors[0] if errors else f"{where}: cannot convert {raw!r}")
+    if origin in (list, tuple):
+        inner = typing.get_args(typ)[0] if typing.get_args(typ) else str
+        body = raw.strip()
+        if body.startswith("[") and body.endswith("]"):
+            body = body[1:-1]
+        items = [_convert(x, inner, where) for x in split_pipeline(body, ", ")]
+        return items if origin is list else tuple(items)
+    if typ is bool:
+        low = raw.lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise PipelineError(f"{where}: {raw!r} is not a boolean (true/false)")
+    if typ is int:
+        try:
+            return int(raw, 0)
+        except ValueError:
+            raise PipelineError(f"{where}: {raw!r} is not an integer") from None
+    if typ is float:
+        try:
+            return float(raw)
+        except ValueError:
+            raise PipelineError(f"{where}: {raw!r} is not a number") from None
+    if typ is str or typ is Any:
+        return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "\"'" else raw
+    raise PipelineError(f"{where}: options of type {typ} cannot be set from text")
+
+
+def _options(cls: type[Pass]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, str) for f in dataclasses.fields(cls) if f.init}
+
+
+def _make_pass(item: str) -> Pass:
+    name, _, rest = item.partition("{")
+    name = name.strip()
+    if name not in PASSES:
+        raise PipelineError(f"unknown pass {name!r}; registered passes: {', '.join(sorted(PASSES))}")
+    cls = PASSES[name]
+    kwargs: dict[str, Any] = {}
+    if rest:
+        if not rest.rstrip().endswith("}"):
+            raise PipelineError(f"{item!r}: options must end with '}}'")
+        fields = _options(cls)
+        for opt in split_pipeline(rest.rstrip()[:-1], ", "):
+            key, eq, raw = opt.partition("=")
+            key = key.strip()
+            if key not in fields:
+                valid = ", ".join(f"{k}: {getattr(t, '__name__', t)}" for k, t in fields.items()) or "none"
+                raise PipelineError(f"pass {name!r} has no option {key!r}; its options: {valid}")
+            if not eq:
+                if fields[key] is bool:
+                    kwargs[key] = True
+                    continue
+                raise PipelineError(f"option {name}{{{key}}} needs a value ({key}=...)")
+            kwargs[key] = _convert(raw.strip(), fields[key], f"option {name}{{{key}}}")
+    return cls(**kwargs)
+
+
+def parse_pipeline(text: str) -> list[Pass]:
+    """``"canonicalize,tile{size=256}"`` → pass instances."""
+    return [_make_pass(item) for item in split_pipeline(text)]
+
+
+def format_pipeline(passes: list[Pass]) -> str:
+    out = []
+    for p in passes:
+        opts = [f"{f.name}={getattr(p, f.name)}" for f in dataclasses.fields(p) if f.init]
+        out.append(p.name + ("{" + " ".join(opts) + "}" if opts else ""))
+    return ",".join(out)
+
+
+# -- dumps -------------------------------------------------------------------------------------
+def write_dump(graph: Graph, path: Path) -> Path:
+    """Write `graph` as IR text at `path` and its large arrays beside it (`.npz`)."""
+    resources: dict[str, np.ndarray] = {}
+    text = print_graph(graph, resources)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    keys = list(resources)
+    arrays = {f"a{i}": (resources[k].astype(str) if resources[k].dtype == object else resources[k])
+              for i, k in enumerate(keys)}
+    # keys go in a string array: resource keys need not be valid npz member names
+    np.savez(path.with_suffix(".npz"), __keys__=np.array(keys, dtype=str), **arrays)
+    return path
+
+
+def load_dump(path: str | Path) -> Graph:
+    """Parse a dump back, with its arrays from the `.npz` beside it when present."""
+    path = Path(path)
+    npz = path.with_suffix(".npz")
+    resources: dict[str, np.ndarray] = {}
+    if npz.exists():
+        with np.load(npz, allow_pickle=False) as z:
+            keys = [str(k) for k in z["__keys__"]] if "__keys__" in z else []
+            resources = {k: z[f"a{i}"] for i, k in enumerate(keys)}
+    return parse(path.read_text(), resources, synthesize=not npz.exists())
+
+
+def format_timing(results: list[PassResult], verify_seconds: float = 0.0) -> str:
+    """A table in the manner of MLIR's ``--mlir-timing``."""
+    total = sum(r.seconds for r in results) + verify_seconds
+    rule = "===" + "-" * 72 + "==="
+    lines = [rule, "Pass execution timing report".center(78), rule,
+             f"  Total Execution Time: {total:.4f} seconds", "",
+             "  ----Wall Time----  ----Changed----  ----Name----"]
+
+    def row(sec: float, changed: str, name: str) -> str:
+        pct = 100.0 * sec / total if total > 0 else 0.0
+        return f"  {sec:10.4f} ({pct:5.1f}%)  {changed:>15}  {name}"
+
+    for r in results:
+        lines.append(row(r.seconds, "yes" if r.changed else "no", r.name))
+    if verify_seconds:
+        lines.append(row(verify_seconds, "", "(A) verifier"))
+    lines.append(row(total, "", "Total"))
+    return "\n".join(lines) + "\n"
+
+
+# -- the manager -----------------------------------------------------------------------------
+@dataclass
+class PassManager:
+    passes: list[Pass]
+    verify_each: bool = False
+    dump_dir: Path | None = None
+    results: list[PassResult] = field(default_factory=list)
+    verify_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.dump_dir is not None:
+            self.dump_dir = Path(self.dump_dir)
+
+    @classmethod
+    def parse(cls, text: str, *, verify_each: bool = False, dump_dir: str | Path | None = None) -> PassManager:
+        return cls(parse_pipeline(text), verify_each=verify_each,
+                   dump_dir=Path(dump_dir) if dump_dir is not None else None)
+
+    @property
+    def pipeline(self) -> str:
+        return format_pipeline(self.passes)
+
+    def _verify(self, graph: Graph) -> None:
+        t0 = time.perf_counter()
+        try:
+            verify(graph)
+        finally:
+            self.verify_seconds += time.perf_counter() - t0
+
+    def run(self, graph: Graph, ctx: PassContext | None = None) -> list[dict[str, Any]]:
+        """Run every pass in order on `graph` (in place); returns the per-pass results."""
+        ctx = ctx if ctx is not None else PassContext()
+        self.results = []
+        self.verify_seconds = 0.0
+        if self.dump_dir is not None:
+            write_dump(graph, self.dump_dir / "00-input.ir")
+        if self.verify_each:
+            try:
+                self._verify(graph)
+            except VerifyError as e:
+                raise PassFailure("(input)", [], None, e) from e
+        done: list[str] = []
+        for i, p in enumerate(self.passes, start=1):
+            # a cheap snapshot (arrays shared) so a failure can show the IR the pass was given
+            before = graph.clone() if self.dump_dir is None else None
+            t0 = time.perf_counter()
+            try:
+                changed = bool(p.run(graph, ctx))
+                seconds = time.perf_counter() - t0
+                if self.verify_each:
+                    self._verify(graph)
+            except AtcError as e:
+                if not isinstance(e, InternalError):
+                    raise  # the user's to fix (model too big for memory, ...), with its own exit code
+                raise PassFailure(p.name, list(done), self._failure_dump(i, p.name, before, graph), e) from e
+            except Exception as e:
+                raise PassFailure(p.name, list(done), self._failure_dump(i, p.name, before, graph), e) from e
+            self.results.append(PassResult(p.name, seconds, changed))
+            ctx.log.debug("pass %s: %.4fs changed=%s", p.name, seconds, changed)
+            done.append(p.name)
+            if self.dump_dir is not None:
+                write_dump(graph, self.dump_dir / f"{i:02d}-{p.name}.ir")
+        return [r.as_dict() for r in self.results]
+
+    def _failure_dump(self, i: int, name: str, before: Graph | None, after: Graph) -> Path | None:
+        if before is None:  # dumps are on: the previous dump is the failing pass's input
+            assert self.dump_dir is not None
+            prev = sorted(self.dump_dir.glob(f"{i - 1:02d}-*.ir"))
+            path = prev[0] if prev else None
+            out_dir = self.dump_dir
+        else:
+            out_dir = Path(tempfile.mkdtemp(prefix="atcpy-pass-failure-"))
+            path = None
+            try:
+                path = write_dump(before, out_dir / f"{i - 1:02d}-before-{name}.ir")
+            except Exception:  # noqa: BLE001 - the failure itself matters more than its dump
+                path = None
+        try:  # the broken IR, best effort (a pass may leave it unprintable)
+            write_dump(after, out_dir / f"{i:02d}-{name}.failed.ir")
+        except Exception as e:  # noqa: BLE001
+            log.debug("could not dump the IR %s left: %s", name, e)
+        return path
+
+    def timing_report(self) -> str:
+        return format_timing(self.results, self.verify_seconds)
