@@ -1,19 +1,95 @@
-"""Quantization ops (``quant.*``): symmetric INT8, zero point 0.
+"""Quantization ops (``quant.*``): symmetric INT8, zero point 0, range [-127, 127].
+
+The scheme (see `runtime.kernels.quant` for the arithmetic): ``scale = amax / 127``,
+``q = clip(round_half_even(x / scale), -127, 127)``, ``x' = q * scale``.  Activations
+are quantized per tensor (a float ``scale`` attribute, from calibration); weights per
+output channel (their scales are a constant operand of the integer Cube op).
+
+Converting between float and int8:
 
     %q = quant.quantize(%x) {scale = 0.0123} : (tensor<8x64xf32>) -> tensor<8x64xi8>
     %y = quant.dequantize(%q) {scale = 0.0123} : (tensor<8x64xi8>) -> tensor<8x64xf32>
+    %r = quant.requantize(%q) {scale = 0.0123, to_scale = 0.05} : (tensor<8x64xi8>) -> tensor<8x64xi8>
 
-``scale`` is a float (per tensor) or an array along ``axis`` (per channel).
+Integer Cube ops (what the ``quantize`` pass emits).  Operands: the int8
+activation, the int8 weight, an optional int32 bias (already in the accumulator's
+scale ``x_scale * w_scale[n]``) and the f32 per-output-channel weight scales.  The
+product is accumulated exactly in int32; the epilogue dequantizes
+(``acc * x_scale * w_scale[n]``), applies ``act``, and either returns f32
+(``out = "f32"``) or requantizes to int8 with ``y_scale`` (``out = "i8"``, used
+when the consumer is itself quantized):
+
+    %y = quant.matmul(%xq, %wq, %bq, %ws) {act = "relu", out = "f32", x_scale = 0.031}
+        : (tensor<8x64xi8>, tensor<64x32xi8>, tensor<32xi32>, tensor<32xf32>) -> tensor<8x32xf32>
+    %z = quant.conv(%xq, %wq, %bq, %ws) {act = "relu", out = "i8", x_scale = 0.02, y_scale = 0.05,
+                                          pads = [1, 1, 1, 1], strides = [1, 1], ...}
+        : (tensor<1x3x8x8xi8>, tensor<16x3x3x3xi8>, tensor<16xi32>, tensor<16xf32>) -> tensor<1x16x8x8xi8>
+
+``quant.matmul``'s weight is ``[K, N]`` (channel axis 1, a Gemm's ``transB`` and
+``alpha`` are folded in by the pass); ``quant.conv``'s is ONNX's ``[M, C/group, kH, kW]``
+(channel axis 0).  Operand 2 may be ``none``.
 """
 
 from __future__ import annotations
 
+from ir.core import Op
 from ir.ops._infer import operand_type
-from ir.registry import ELEMENTWISE, UNARY, Attr, define
-from ir.types import DType
+from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
+from ir.registry import CUBE, ELEMENTWISE, UNARY, Attr, TypeInferenceError, define
+from ir.types import DType, TensorType
+
+__all__ = ["INT_CUBE_KINDS", "QMAX"]
+
+QMAX = 127  # symmetric range [-QMAX, QMAX]; -128 is never produced
+INT_CUBE_KINDS = ("quant.matmul", "quant.conv")
 
 SCALE = {"scale": Attr("any", required=True), "axis": Attr("int", 0)}
 define("quant.quantize", operands=1, traits={ELEMENTWISE, UNARY}, attrs=SCALE,
-       infer=lambda op: [operand_type(op, 0).with_dtype(DType.i8)])
+       infer=lambda op: [operand_type(op, 0).with_dtype(DType.i8)],
+       doc="f32 -> i8: clip(round(x / scale), -127, 127)")
 define("quant.dequantize", operands=1, traits={ELEMENTWISE, UNARY}, attrs={**SCALE, "to": Attr("str", "f32")},
-       infer=lambda op: [operand_type(op, 0).with_dtype(DType(op.attrs.get("to", "f32")))])
+       infer=lambda op: [operand_type(op, 0).with_dtype(DType(op.attrs.get("to", "f32")))],
+       doc="i8/i32 -> float: q * scale")
+define("quant.requantize", operands=1, traits={ELEMENTWISE, UNARY},
+       attrs={"scale": Attr("float", required=True), "to_scale": Attr("float", required=True)},
+       infer=lambda op: [operand_type(op, 0).with_dtype(DType.i8)],
+       doc="i8 -> i8 at another scale: clip(round(q * scale / to_scale), -127, 127)")
+
+EPILOGUE = {
+    "act": Attr("str", "none"),
+    "out": Attr("str", "f32"),
+    "x_scale": Attr("float", required=True),
+    "y_scale": Attr("float"),
+}
+
+
+def _out_dtype(op: Op) -> DType:
+    out = op.attrs.get("out", "f32")
+    if out not in ("f32", "i8", "i32"):
+        raise TypeInferenceError(f"{op.kind}: out must be f32, i8 or i32, not {out!r}")
+    if out == "i8" and op.attrs.get("y_scale") is None:
+        raise TypeInferenceError(f"{op.kind}: out = \"i8\" needs y_scale")
+    return DType(out)
+
+
+def _check_int8(op: Op) -> None:
+    for i in (0, 1):
+        if operand_type(op, i).dtype is not DType.i8:
+            raise TypeInferenceError(f"{op.kind}: operand {i} must be i8, not {operand_type(op, i).dtype.value}")
+
+
+def _qmatmul(op: Op) -> list[TensorType]:
+    _check_int8(op)
+    shape = matmul_shape(operand_type(op, 0).shape, operand_type(op, 1).shape, op)
+    return [TensorType(_out_dtype(op), shape)]
+
+
+def _qconv(op: Op) -> list[TensorType]:
+    _check_int8(op)
+    return [_conv(op)[0].with_dtype(_out_dtype(op))]
+
+
+define("quant.matmul", operands=4, infer=_qmatmul, traits={CUBE}, attrs=EPILOGUE,
+       doc="int8 x int8 -> int32 MatMul (+ int32 bias) with a dequantize/requantize epilogue.")
+define("quant.conv", operands=4, infer=_qconv, traits={CUBE}, attrs={**CONV_ATTRS, **EPILOGUE},
+       doc="int8 Conv as implicit GEMM, int32 accumulation, dequantize/requantize epilogue.")

@@ -1,0 +1,298 @@
+"""quantize: INT8 post-training quantization of Cube ops.
+
+Each Cube op (MatMul, Gemm, Conv, fused.matmul_*, fused.conv) whose input
+activation has a calibrated range and whose weight is a constant becomes an
+integer Cube op: the activation is quantized per tensor (``scale = amax / 127``),
+the weight is stored as int8 with one scale per output channel, the bias as
+int32 in the accumulator's scale (``x_scale * w_scale[n]``), and the epilogue
+dequantizes (see ``ir/ops/quant.py``):
+
+    %h = fused.matmul_add_relu(%x, %w, %b) : (tensor<Nx64xf32>, tensor<64x32xf32>, tensor<32xf32>) -> tensor<Nx32xf32>
+      ==>
+    %x_q = quant.quantize(%x) {scale = 0.0315} : (tensor<Nx64xf32>) -> tensor<Nx64xi8>
+    %h = quant.matmul(%x_q, %w_q, %b_q, %w_scale) {act = "relu", out = "f32", x_scale = 0.0315}
+        : (tensor<Nx64xi8>, tensor<64x32xi8>, tensor<32xi32>, tensor<32xf32>) -> tensor<Nx32xf32>
+
+The result keeps the float op's name (the accuracy report pairs layers by name).
+Then, to a fixed point:
+
+- requantize fusion: an integer Cube op whose f32 result only feeds quantizes
+  of one scale produces int8 directly (``out = "i8", y_scale = s``);
+- quantize hoisting: ``quantize(Reshape(v))`` → ``Reshape(quantize(v))`` (also
+  Flatten, Squeeze, Unsqueeze, Transpose: they move elements without changing
+  them) when that lets the quantize meet an integer Cube op;
+- ``quantize(dequantize(q, s), s)`` → ``q``; with different scales →
+  ``quant.requantize(q) {scale, to_scale}``.
+
+Options (``ctx.options``): ``calibration`` = {value name: amax} or
+``calibrator`` = fn(graph) -> {value name: amax} (see `compiler.calibration`);
+``keep_dtype`` = op names, result names or ``OpType::Kind`` to leave in float;
+``precision_mode`` (the pass only acts for ``allow_quantize`` when it is set).
+`default_amax` (pass option) gives uncalibrated activations a range — for
+hand-written IR tests: ``quantize{default_amax=4.0}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from ir.core import Graph, Op, Value
+from ir.ops.core import CONV_ATTRS
+from ir.types import DType
+from ir.verifier import ANNOTATIONS
+from passes._rewrite import apply_rules, rename, replace_op
+from passes.base import Pass, PassContext, register
+from runtime.kernels.quant import quantize as quantize_array
+from runtime.kernels.quant import scale_from_amax
+
+__all__ = ["CUBE_KINDS", "Quantize", "cube_activation", "parse_keep_dtype"]
+
+MATMUL_KINDS = ("MatMul", "Gemm", "fused.matmul_add_relu", "fused.matmul_add", "fused.matmul_relu")
+CONV_KINDS = ("Conv", "fused.conv")
+CUBE_KINDS = MATMUL_KINDS + CONV_KINDS
+# ops that move elements without changing them: quantize commutes with them exactly
+MOVERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
+# the ONNX type a fused op came from, for keep_dtype's ``OpType::X``
+ORIGIN = {"fused.matmul_add_relu": "MatMul", "fused.matmul_add": "MatMul", "fused.matmul_relu": "MatMul",
+          "fused.conv": "Conv"}
+INT32 = np.iinfo(np.int32)
+
+
+def parse_keep_dtype(spec: Any) -> set[str]:
+    """``keep_dtype`` as a set: accepts a set/list, a comma/newline separated
+    string, or the path of a file listing one name (or ``OpType::X``) per line."""
+    if not spec:
+        return set()
+    if isinstance(spec, str):
+        from pathlib import Path
+
+        p = Path(spec)
+        text = p.read_text() if "\n" not in spec and p.is_file() else spec
+        return {s.strip() for s in text.replace(",", "\n").splitlines() if s.strip() and not s.startswith("#")}
+    return {str(s) for s in spec}
+
+
+def kept(op: Op, keep: set[str]) -> bool:
+    if not keep:
+        return False
+    names = {op.attrs.get("name")} | {r.name for r in op.results}
+    kinds = {op.kind, ORIGIN.get(op.kind, op.kind)}
+    return bool(names & keep) or any(f"OpType::{k}" in keep for k in kinds)
+
+
+@dataclass
+class _Plan:
+    """How one Cube op is quantized: the weight as [K, N] (matmul) or [M, ...] (conv)."""
+
+    kind: str  # quant.matmul | quant.conv
+    weight: np.ndarray
+    bias: np.ndarray | None  # float, one per output channel
+    act: str
+    attrs: dict[str, Any]
+
+
+def cube_activation(op: Op) -> Value | None:
+    """The activation operand of a Cube op that `_plan` can quantize (else None)."""
+    return _plan(op) and op.operands[0]  # type: ignore[return-value]
+
+
+def _per_channel(b: np.ndarray | None, n: int) -> np.ndarray | None | bool:
+    """A bias as [n] floats; False when it is not a per-output-channel vector."""
+    if b is None:
+        return None
+    if b.size == 1:
+        return np.full(n, float(b.reshape(-1)[0]), np.float32)
+    if b.size == n and (b.ndim == 1 or all(d == 1 for d in b.shape[:-1])):
+        return b.reshape(n).astype(np.float32)
+    return False
+
+
+def _plan(op: Op) -> _Plan | None:
+    if op.kind not in CUBE_KINDS or not op.operands or op.operands[0] is None:
+        return None
+    x = op.operands[0]
+    w = op.operand_const(1)
+    if x.type.dtype is not DType.f32 or w is None or w.dtype != np.float32:
+        return None
+    bias_v = op.operands[2] if len(op.operands) > 2 else None
+    b = op.operand_const(2) if bias_v is not None else None
+    if bias_v is not None and b is None:
+        return None  # a computed bias: leave the op in float
+    keep = {k: v for k, v in op.attrs.items() if k in ANNOTATIONS or k.startswith("_")}
+    if op.kind in CONV_KINDS:
+        if w.ndim != x.type.rank or w.ndim < 3:
+            return None
+        bias = _per_channel(b, w.shape[0])
+        if bias is False:
+            return None
+        conv = {k: op.attrs[k] for k in CONV_ATTRS if op.attrs.get(k) is not None}
+        return _Plan("quant.conv", w, bias, op.attrs.get("act", "none"), {**keep, **conv})  # type: ignore[arg-type]
+    if x.type.rank < 2 or w.ndim != 2:
+        return None
+    act = "relu" if op.kind in ("fused.matmul_add_relu", "fused.matmul_relu") else "none"
+    if op.kind == "Gemm":
+        if op.attrs.get("transA"):
+            return None
+        w = (w.T if op.attrs.get("transB") else w) * np.float32(op.attrs.get("alpha", 1.0))
+        b = None if b is None else b * np.float32(op.attrs.get("beta", 1.0))
+    bias = _per_channel(b, w.shape[1])
+    if bias is False:
+        return None
+    return _Plan("quant.matmul", np.ascontiguousarray(w, np.float32), bias, act, keep)  # type: ignore[arg-type]
+
+
+def _quantize_op(graph: Graph, op: Op, plan: _Plan, amax: float, cache: dict, ctx: PassContext) -> None:
+    x = op.operands[0]
+    assert x is not None
+    sx = scale_from_amax(amax)
+    axis = 0 if plan.kind == "quant.conv" else 1
+    reduce = tuple(i for i in range(plan.weight.ndim) if i != axis)
+    sw = np.asarray(scale_from_amax(np.abs(plan.weight).max(axis=reduce)), np.float32).reshape(-1)
+    wq = quantize_array(plan.weight, sw, axis)
+    key = (id(x), sx)
+    if key not in cache:
+        cache[key] = graph.add_op("quant.quantize", [x], {"scale": sx}, names=[f"{x.name}_q"], before=op).result
+    xq = cache[key]
+    wname = op.operands[1].name  # type: ignore[union-attr]
+    wv = graph.const(wq, f"{wname}_q")
+    bv = None
+    if plan.bias is not None:
+        bq = np.clip(np.rint(plan.bias.astype(np.float64) / (np.float64(sx) * sw)), INT32.min, INT32.max)
+        bv = graph.const(bq.astype(np.int32), f"{wname}_bias_q")
+    sv = graph.const(sw, f"{wname}_scale")
+    attrs = {**plan.attrs, "act": plan.act, "out": "f32", "x_scale": sx, "precision": "int8"}
+    new = graph.add_op(plan.kind, [xq, wv, bv, sv], attrs, before=op)
+    replace_op(graph, op, [new.result], inherit_names=True)
+    ctx.count("quantization", "quantized_ops")
+
+
+# --- folding rules -------------------------------------------------------------------------
+def _int_cube(v: Value | None) -> Op | None:
+    p = v.producer if v is not None else None
+    return p if p is not None and p.kind in ("quant.matmul", "quant.conv") else None
+
+
+def fuse_requantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
+    """quant.matmul{out=f32} -> quantize(s) (every use)  ==>  quant.matmul{out=i8, y_scale=s}."""
+    v = q.operands[0]
+    p = _int_cube(v)
+    if p is None or p.attrs.get("out", "f32") != "f32" or any(o is v for o in graph.outputs):
+        return False
+    users = v.users  # type: ignore[union-attr]
+    s = q.attrs["scale"]
+    if any(u.kind != "quant.quantize" or u.attrs["scale"] != s or np.ndim(s) for u in users):
+        return False
+    new = graph.add_op(p.kind, list(p.operands), {**p.attrs, "out": "i8", "y_scale": float(s)}, before=p)
+    name = p.result.name
+    for u in users:
+        graph.replace_op(u, [new.result])
+    graph.erase(p)
+    rename(graph, new.result, name)
+    ctx.count("quantization", "requantize_fused")
+    return True
+
+
+def hoist_quantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
+    """quantize(Reshape(v)) ==> Reshape(quantize(v)) when the chain above ends at an
+    integer Cube op with an f32 result (so the requantize rule can then fire)."""
+    mover = q.operands[0].producer  # type: ignore[union-attr]
+    if mover is None or mover.kind not in MOVERS or len(mover.results) != 1:
+        return False
+    mv = mover.result
+    if len(mv.uses) != 1 or any(o is mv for o in graph.outputs):
+        return False
+    top = mover.operands[0]
+    while top is not None and top.producer is not None and top.producer.kind in MOVERS:
+        top = top.producer.operands[0]
+    p = _int_cube(top)
+    if p is None or p.attrs.get("out", "f32") != "f32":
+        return False
+    src = mover.operands[0]
+    assert src is not None
+    nq = graph.add_op("quant.quantize", [src], dict(q.attrs), names=[f"{src.name}_q"], before=mover)
+    # result type given, not inferred: a Reshape to [-1, k] of a symbolic shape cannot be re-inferred
+    nm = graph.add_op(mover.kind, [nq.result, *mover.operands[1:]], dict(mover.attrs), before=mover,
+                      result_types=[mv.type.with_dtype(DType.i8)])
+    name = q.result.name
+    graph.replace_op(q, [nm.result])
+    graph.erase(mover)
+    rename(graph, nm.result, name)
+    ctx.count("quantization", "quantize_hoisted")
+    return True
+
+
+def fold_dequantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
+    """quantize(dequantize(q, s1), s2) ==> q (s1 == s2) or requantize(q) {s1 -> s2}."""
+    d = q.operands[0].producer  # type: ignore[union-attr]
+    if d is None or d.kind != "quant.dequantize" or d.operands[0].type.dtype is not DType.i8:  # type: ignore[union-attr]
+        return False
+    s1, s2 = d.attrs["scale"], q.attrs["scale"]
+    if np.ndim(s1) or np.ndim(s2):
+        return False
+    src = d.operands[0]
+    assert src is not None
+    if float(s1) == float(s2):
+        graph.replace_op(q, [src])
+    else:
+        r = graph.add_op("quant.requantize", [src], {"scale": float(s1), "to_scale": float(s2)}, before=q)
+        replace_op(graph, q, [r.result], inherit_names=True)
+    ctx.count("quantization", "qdq_folded")
+    return True
+
+
+FOLD_RULES = {"quant.quantize": [fold_dequantize, fuse_requantize, hoist_quantize]}
+
+
+# --- the pass ---------------------------------------------------------------------------------
+def _calibration(graph: Graph, ctx: PassContext) -> dict[str, float]:
+    cal = ctx.options.get("calibration")
+    if cal is None and callable(ctx.options.get("calibrator")):
+        cal = ctx.options["calibrator"](graph, ctx)
+        ctx.options["calibration"] = cal
+    if cal is None:
+        return {}
+    amax = getattr(cal, "amax", cal)
+    return {str(k): float(v) for k, v in amax.items()}
+
+
+@register
+@dataclass
+class Quantize(Pass):
+    name: ClassVar[str] = "quantize"
+    default_amax: float = 0.0  # range for activations calibration did not see (0: leave them float)
+    fold: bool = True  # fold quantize/dequantize pairs and fuse requantization
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        mode = ctx.options.get("precision_mode")
+        if mode is not None and mode != "allow_quantize":
+            return False
+        keep = parse_keep_dtype(ctx.options.get("keep_dtype"))
+        todo = [(op, p) for op in graph.ops if (p := _plan(op)) is not None and not kept(op, keep)]
+        if not todo:
+            return False
+        amax = _calibration(graph, ctx)
+        cache: dict = {}
+        changed = False
+        for op, plan in todo:
+            x = op.operands[0]
+            a = amax.get(x.name, self.default_amax or None)  # type: ignore[union-attr]
+            if a is None:
+                ctx.diagnostics.append(f"quantize: {op.kind} %{op.results[0].name} kept in float: "
+                                       f"no calibration range for %{x.name}")  # type: ignore[union-attr]
+                continue
+            _quantize_op(graph, op, plan, a, cache, ctx)
+            changed = True
+        if changed:
+            graph.erase_dead()
+            if self.fold:
+                apply_rules(graph, FOLD_RULES, ctx)
+        return changed
+
+
+def quantized_layers(graph: Graph) -> Iterable[Op]:
+    """The integer Cube ops of a quantized graph (their results carry the float names)."""
+    return (op for op in graph.ops if op.kind in ("quant.matmul", "quant.conv"))

@@ -1,0 +1,51 @@
+"""A test-only IR interpreter: quant.* ops through `runtime.kernels.quant`, fused
+ops through NumPy, core ops through `onnx.reference` — independent of codegen
+and the runtime, so the quantize pass's numerics are checked on their own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ir.core import Graph, Op
+from passes._onnx_eval import evaluate_op
+from runtime.kernels.quant import KERNELS
+
+__all__ = ["run_graph"]
+
+
+def _fused(op: Op, xs: list[Any]) -> list[np.ndarray]:
+    if op.kind == "fused.conv":
+        core = Op("Conv", op.operands, [op.result.type], {k: v for k, v in op.attrs.items() if k != "act"})
+        y = evaluate_op(core, xs)[0]
+        core.drop_operands()
+        act = op.attrs.get("act", "none")
+    else:
+        y = xs[0] @ xs[1]
+        if op.kind != "fused.matmul_relu":
+            y = y + xs[2]
+        act = "relu" if op.kind.endswith("relu") else "none"
+    return [np.maximum(y, 0) if act == "relu" else y]
+
+
+def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> dict[str, np.ndarray]:
+    env: dict[int, Any] = {id(v): feeds[v.name] for v in g.inputs}
+    named: dict[str, np.ndarray] = {}
+    for op in g.ops:
+        xs = [None if v is None else env[id(v)] for v in op.operands]
+        if op.kind == "const":
+            ys = [op.attrs["value"]]
+        elif op.kind in KERNELS:
+            attrs = {k: v for k, v in op.attrs.items()}
+            ys = KERNELS[op.kind](xs, attrs, None)
+        elif op.namespace == "fused":
+            ys = _fused(op, xs)
+        else:
+            ys = evaluate_op(op, xs)
+        for r, y in zip(op.results, ys):
+            env[id(r)] = np.asarray(y)
+            named[r.name] = env[id(r)]
+    out = {v.name: env[id(v)] for v in g.outputs}
+    out.update({n: named[n] for n in extra})
+    return out
