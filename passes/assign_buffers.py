@@ -127,15 +127,14 @@ def _group(graph: Graph, alignment: int, inplace: bool, views: bool) -> tuple[li
 
 
 def _inplace_host(op: Op, step: int, of: dict[int, Buffer]) -> Buffer | None:
-    """An operand buffer `op` may overwrite: same type as the result, dead after
-    this step, and not read by `op` through any other, differently shaped value
-    (a broadcast read of bytes already overwritten would be wrong)."""
+    """An operand buffer `op` may overwrite: same type as the result and dead
+    after this step.  Any other operand in that buffer is a view of it with the
+    same element count, so it can only broadcast to the result as the identity:
+    every read of element i happens before the write of element i."""
     rtype = op.results[0].type
     for v in op.operands:
         buf = None if v is None else of.get(id(v))
-        if buf is None or v.type != rtype or buf.end != step:
-            continue
-        if all(w.type == rtype for w in op.operands if w is not None and of.get(id(w)) is buf):
+        if buf is not None and v.type == rtype and buf.end == step:
             return buf
     return None
 
