@@ -1,0 +1,376 @@
+"""INT8 calibration: activation ranges from running the float model on sample data.
+
+    data = load_calibration_data("calib.npz", graph.inputs)      # {input: [S, ...]}
+    result = calibrate(graph, data, method="percentile")           # CalibrationResult
+    result.amax                                                    # {value name: amax}
+
+`calibrate` finds every activation feeding a Cube op the quantize pass can
+quantize, compiles a float executable whose outputs are those activations (the
+graph is cloned and its outputs replaced, so nothing is kept alive that the
+model does not need), and runs the samples through atcpy's own runtime in
+batches.  Methods:
+
+- ``max``: the largest ``|x|`` seen;
+- ``percentile``: the ``p``-th percentile of ``|x|`` (default 99.9) from a
+  histogram, so a few outliers do not stretch the scale;
+- ``entropy``: the clipping threshold whose 128-level quantized distribution is
+  closest (KL divergence) to the observed one, TensorRT's method.
+
+Histogram methods run twice over the data: once for each tensor's range, once to
+fill a fixed-range histogram (`NBINS` bins over ``[0, max|x|]``).
+
+In a compile (`calibrate_for_compile`, called by the driver) calibration is
+deferred: the data is loaded and checked up front, and the quantize pass calls
+the calibrator on the graph *it* sees (after canonicalize/fuse), so the value
+names it looks up are exactly the ones it quantizes.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compiler.errors import UsageError
+from ir.core import Graph, Value
+from ir.types import TensorType
+
+__all__ = [
+    "METHODS",
+    "NBINS",
+    "CalibrationResult",
+    "Histogram",
+    "Runner",
+    "amax_from_histogram",
+    "calibrate",
+    "calibrate_for_compile",
+    "calibration_targets",
+    "entropy_amax",
+    "float_runner",
+    "load_calibration_data",
+    "percentile_amax",
+    "write_accuracy_report",
+]
+
+METHODS = ("max", "percentile", "entropy")
+NBINS = 16384
+LEVELS = 128  # |q| in 0..127
+DEFAULT_BATCH = 32
+
+# a runner takes feeds and returns the requested values by name
+Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+RunnerFactory = Callable[[Graph, Sequence[str]], Runner]
+
+
+@dataclass
+class CalibrationResult:
+    amax: dict[str, float]
+    method: str
+    samples: int
+    percentile: float | None = None
+    stats: dict[str, dict[str, float]] = field(default_factory=dict)  # per tensor: max, chosen amax
+
+
+# --- data ------------------------------------------------------------------------------------
+def _as_batch(a: np.ndarray, t: TensorType, name: str, src: str) -> np.ndarray:
+    """`a` as ``[S, *sample_shape]`` in the input's dtype (a single sample gets S = 1)."""
+    a = np.asarray(a)
+    rank = t.rank
+    if a.ndim == rank - 1:
+        a = a[None]
+    if a.ndim != rank:
+        raise UsageError(f"calibration data {src}: input {name!r} has rank {rank} ({t}), got an array of shape {a.shape}")
+    for i, (want, got) in enumerate(zip(t.shape[1:], a.shape[1:]), 1):
+        if isinstance(want, int) and want != got:
+            raise UsageError(f"calibration data {src}: input {name!r} expects {t}, got samples of shape {a.shape[1:]} "
+                             f"(dimension {i} is {got}, not {want})")
+    return a.astype(t.dtype.numpy, copy=False)
+
+
+def _read_file(p: Path, t: TensorType, name: str) -> np.ndarray:
+    if p.suffix == ".npy":
+        return _as_batch(np.load(p, allow_pickle=False), t, name, str(p))
+    if p.suffix == ".bin":
+        tail = t.shape[1:]
+        if not all(isinstance(d, int) for d in tail):
+            raise UsageError(f"calibration data {p}: a raw .bin needs a static sample shape; input {name!r} is {t}")
+        raw = np.fromfile(p, dtype=t.dtype.numpy)
+        per = int(np.prod(tail, dtype=np.int64)) if tail else 1
+        if raw.size % per:
+            raise UsageError(f"calibration data {p}: {raw.size} values is not a whole number of {t} samples")
+        return raw.reshape((-1, *tail))
+    raise UsageError(f"calibration data {p}: expected .npy or .bin")
+
+
+def load_calibration_data(path: str | Path, inputs: Sequence[Value]) -> dict[str, np.ndarray]:
+    """Read ``--calibration_data``: an ``.npz`` with one array per model input (first
+    axis = samples), or a directory of ``.npy``/``.bin`` files (ATC style; one file a
+    batch or a sample; for several inputs, a sub-directory per input name or files
+    named ``<input>*``).  Returns ``{input name: [S, ...]}``."""
+    p = Path(path)
+    if not p.exists():
+        raise UsageError(f"--calibration_data: {p} does not exist")
+    out: dict[str, np.ndarray] = {}
+    if p.is_file():
+        if p.suffix != ".npz":
+            if len(inputs) == 1:
+                out[inputs[0].name] = _read_file(p, inputs[0].type, inputs[0].name)
+                return out
+            raise UsageError(f"--calibration_data: {p} must be an .npz (one array per input) for a model with "
+                             f"{len(inputs)} inputs")
+        with np.load(p, allow_pickle=False) as z:
+            keys = list(z.keys())
+            for v in inputs:
+                if v.name in keys:
+                    out[v.name] = _as_batch(z[v.name], v.type, v.name, str(p))
+                elif len(inputs) == 1 and len(keys) == 1:
+                    out[v.name] = _as_batch(z[keys[0]], v.type, v.name, str(p))
+            missing = [v.name for v in inputs if v.name not in out]
+            if missing:
+                raise UsageError(f"--calibration_data {p}: no array for input(s) {', '.join(missing)}; "
+                                 f"the file has {', '.join(keys) or 'no arrays'}")
+    else:
+        files = sorted(f for f in p.rglob("*") if f.suffix in (".npy", ".bin"))
+        for v in inputs:
+            if len(inputs) == 1:
+                mine = files
+            else:
+                mine = [f for f in files if f.parent.name == v.name or f.name.startswith(v.name)]
+            if not mine:
+                raise UsageError(f"--calibration_data {p}: no .npy/.bin files for input {v.name!r}")
+            out[v.name] = np.concatenate([_read_file(f, v.type, v.name) for f in mine])
+    counts = {k: a.shape[0] for k, a in out.items()}
+    if len(set(counts.values())) > 1:
+        raise UsageError(f"--calibration_data: inputs have different sample counts: {counts}")
+    if min(counts.values(), default=0) == 0:
+        raise UsageError("--calibration_data holds no samples")
+    return out
+
+
+def _batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
+    """Feeds of the batch size the model takes: its static batch dimension when it
+    has one (the tail is padded by wrapping round), else `batch_size`."""
+    n = next(iter(data.values())).shape[0]
+    static = [v.type.shape[0] for v in inputs if v.type.rank and isinstance(v.type.shape[0], int)]
+    b = int(static[0]) if static else batch_size
+    out = []
+    for s in range(0, n, b):
+        idx = np.arange(s, min(s + b, n))
+        if static and len(idx) < b:
+            idx = np.arange(s, s + b) % n
+        out.append({k: a[idx] for k, a in data.items()})
+    return out
+
+
+# --- statistics ------------------------------------------------------------------------------
+@dataclass
+class Histogram:
+    """Counts of ``|x|`` in `NBINS` equal bins over ``[0, hi]``."""
+
+    hi: float
+    counts: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
+
+    def add(self, x: np.ndarray) -> None:
+        a = np.abs(np.asarray(x, np.float32)).ravel()
+        if self.hi <= 0:
+            self.counts[0] += a.size
+            return
+        idx = np.minimum((a * (NBINS / self.hi)).astype(np.int64), NBINS - 1)
+        self.counts += np.bincount(idx, minlength=NBINS)
+
+    @property
+    def edges(self) -> np.ndarray:
+        return np.linspace(0.0, self.hi, NBINS + 1)
+
+
+def percentile_amax(h: Histogram, p: float) -> float:
+    cdf = np.cumsum(h.counts)
+    total = cdf[-1]
+    if total == 0 or h.hi <= 0:
+        return 0.0
+    i = int(np.searchsorted(cdf, total * p / 100.0))
+    return float(h.edges[min(i, NBINS - 1) + 1])
+
+
+def entropy_amax(h: Histogram, levels: int = LEVELS, stride: int | None = None) -> float:
+    """TensorRT's KL calibration: for each candidate threshold (a bin edge), fold the
+    counts beyond it into the last bin (P), merge the bins below it into `levels`
+    groups spread back evenly over their non-empty bins (Q), and keep the
+    threshold with the least KL(P || Q)."""
+    counts = h.counts.astype(np.float64)
+    if counts.sum() == 0 or h.hi <= 0:
+        return 0.0
+    nz = np.nonzero(counts)[0]
+    last = int(nz[-1]) + 1  # thresholds past the last non-empty bin all clip nothing
+    if last <= levels:
+        return float(h.edges[last])
+    stride = stride or max(1, (last - levels) // 1024)
+    best, best_i = np.inf, last
+    for i in range(levels, last + 1, stride):
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()
+        starts = np.linspace(0, i, levels + 1).astype(np.int64)[:-1]
+        grp = np.add.reduceat(counts[:i], starts)
+        nonempty = np.add.reduceat((counts[:i] > 0).astype(np.float64), starts)
+        which = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
+        q = np.where(counts[:i] > 0, (grp / np.maximum(nonempty, 1))[which], 0.0)
+        mask = p > 0
+        ps, qs = p[mask] / p.sum(), q[mask] / max(q.sum(), 1e-300)
+        qs = np.maximum(qs, 1e-12)  # a P mass where Q has none (the folded tail): smooth
+        kl = float(np.sum(ps * np.log(ps / qs)))
+        if kl < best:
+            best, best_i = kl, i
+    return float(h.edges[best_i])
+
+
+def amax_from_histogram(h: Histogram, method: str, percentile: float = 99.9) -> float:
+    if method == "percentile":
+        return percentile_amax(h, percentile)
+    if method == "entropy":
+        return entropy_amax(h)
+    raise ValueError(method)
+
+
+# --- running the float model -------------------------------------------------------------------
+def calibration_targets(graph: Graph, keep_dtype: Any = None) -> list[str]:
+    """Names of the activations feeding Cube ops the quantize pass would quantize."""
+    from passes.quantize import _plan, kept, parse_keep_dtype
+
+    keep = parse_keep_dtype(keep_dtype)
+    names: list[str] = []
+    for op in graph.ops:
+        if _plan(op) is not None and not kept(op, keep):
+            n = op.operands[0].name  # type: ignore[union-attr]
+            if n not in names:
+                names.append(n)
+    return names
+
+
+def float_runner(graph: Graph, names: Sequence[str]) -> Runner:
+    """Compile a copy of `graph` whose outputs are `names` and return a runner for it
+    (graph inputs among `names` are returned from the feeds)."""
+    from codegen import build_executable
+    from runtime import Session
+
+    g = graph.clone()
+    inputs = {v.name for v in g.inputs}
+    computed = [n for n in dict.fromkeys(names) if n not in inputs]
+    g.outputs = [g.value(n) for n in computed]
+    g.erase_dead()
+    session = Session(build_executable(g, model_name=f"{graph.name}-calibration")) if computed else None
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        res = dict(zip(computed, session.run(None, feeds))) if session is not None else {}
+        res.update({n: feeds[n] for n in names if n in inputs})
+        return res
+
+    return run
+
+
+class _Progress:
+    """A plain stderr progress bar (redrawn in place on a terminal, one final line otherwise)."""
+
+    def __init__(self, total: int, label: str, enabled: bool) -> None:
+        self.total, self.label, self.enabled = total, label, enabled
+        self.tty = enabled and sys.stderr.isatty()
+
+    def update(self, done: int) -> None:
+        if not self.enabled or (not self.tty and done < self.total):
+            return
+        width = 30
+        fill = int(width * done / max(self.total, 1))
+        end = "\n" if done >= self.total else ""
+        sys.stderr.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} batches{end}")
+        sys.stderr.flush()
+
+
+def _sweep(run: Runner, batches: list[dict[str, np.ndarray]], label: str, progress: bool,
+           each: Callable[[str, np.ndarray], None]) -> None:
+    bar = _Progress(len(batches), label, progress)
+    bar.update(0)
+    for i, feeds in enumerate(batches, 1):
+        for name, arr in run(feeds).items():
+            each(name, arr)
+        bar.update(i)
+
+
+def calibrate(
+    graph: Graph,
+    data: Mapping[str, np.ndarray],
+    method: str = "percentile",
+    percentile: float = 99.9,
+    *,
+    batch_size: int = DEFAULT_BATCH,
+    keep_dtype: Any = None,
+    progress: bool = False,
+    runner: RunnerFactory = float_runner,
+    names: Iterable[str] | None = None,
+) -> CalibrationResult:
+    """Activation ranges (amax) for every quantizable Cube op input of `graph`."""
+    if method not in METHODS:
+        raise UsageError(f"unknown --calibration_method={method}; choose {', '.join(METHODS)}")
+    targets = list(names) if names is not None else calibration_targets(graph, keep_dtype)
+    n = next(iter(data.values())).shape[0] if data else 0
+    if not targets:
+        return CalibrationResult({}, method, n, percentile if method == "percentile" else None)
+    run = runner(graph, targets)
+    batches = _batches(data, graph.inputs, batch_size)
+    hi: dict[str, float] = dict.fromkeys(targets, 0.0)
+
+    def track_max(name: str, a: np.ndarray) -> None:
+        if name in hi and a.size:
+            hi[name] = max(hi[name], float(np.max(np.abs(a))))
+
+    _sweep(run, batches, "calibrating (ranges)" if method != "max" else "calibrating", progress, track_max)
+    stats = {k: {"max": v} for k, v in hi.items()}
+    if method == "max":
+        amax = dict(hi)
+    else:
+        hists = {k: Histogram(v) for k, v in hi.items()}
+
+        def fill(name: str, a: np.ndarray) -> None:
+            if name in hists:
+                hists[name].add(a)
+
+        _sweep(run, batches, f"calibrating ({method})", progress, fill)
+        amax = {k: amax_from_histogram(h, method, percentile) for k, h in hists.items()}
+    for k, v in amax.items():
+        stats[k]["amax"] = v
+    return CalibrationResult(amax, method, n, percentile if method == "percentile" else None, stats)
+
+
+# --- compile integration ----------------------------------------------------------------------
+def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any) -> None:
+    """Driver hook for ``--precision_mode=allow_quantize``: load and check
+    ``--calibration_data`` now (errors before any pass runs) and hand the quantize
+    pass a calibrator it runs on its own input graph."""
+    if not opts.calibration_data:
+        raise UsageError("--precision_mode=allow_quantize needs --calibration_data=FILE.npz|DIR "
+                         "(sample inputs to measure activation ranges on)")
+    if opts.calibration_method not in METHODS:
+        raise UsageError(f"unknown --calibration_method={opts.calibration_method}; choose {', '.join(METHODS)}")
+    data = load_calibration_data(opts.calibration_data, graph.inputs)
+    samples = next(iter(data.values())).shape[0]
+    extra = getattr(opts, "extra", {}) or {}
+
+    def calibrator(g: Graph, pctx: Any) -> CalibrationResult:
+        res = calibrate(g, data, opts.calibration_method, opts.calibration_percentile,
+                        batch_size=int(extra.get("calibration_batch_size", DEFAULT_BATCH)),
+                        keep_dtype=opts.keep_dtype, progress=bool(extra.get("progress", True)))
+        pctx.options["calibration_result"] = res
+        return res
+
+    ctx.options["calibrator"] = calibrator
+    ctx.options["calibration_method"] = opts.calibration_method
+    ctx.count("quantization", "samples", samples)
+
+
+def write_accuracy_report(model: Any, exe: Any, opts: Any, path: str | Path) -> dict[str, Any]:
+    """``--accuracy_report=FILE``: see `compiler.accuracy.build_accuracy_report`."""
+    from compiler.accuracy import write_accuracy_report as write
+
+    return write(model, exe, opts, path)
