@@ -1,0 +1,185 @@
+"""`atcpy-run`: run an `.om` executable on input files, like msame.
+
+    atcpy-run --model=out/mlp.om --input=x.npy --output=out/ --loop=10 --profile
+
+Inputs (comma separated, in the model's input order) may be .npy, .npz (arrays
+matched by input name, or taken in order) or .bin (raw bytes reshaped to the
+input's dtype and static shape).  Outputs are written atomically as
+``<output name>.npy`` (or ``.txt`` with ``--outfmt=TXT``), names made safe for
+the file system.  Errors print one line ``atcpy-run: error: ...`` and exit
+with the error's code: 2 usage, 4 bad .om, 5 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import InputError, OmFormatError, RuntimeFailure
+
+__all__ = ["load_inputs", "main", "safe_filename", "write_atomic"]
+
+
+class _UsageError(Exception):
+    exit_code = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, our exit code, no usage dump
+        raise _UsageError(message)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def safe_filename(name: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9_.\-]", "_", name).strip(".")
+    return s or "output"
+
+
+def _load_one(path: Path, spec, np_dtype) -> np.ndarray:
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".bin":
+            raw = path.read_bytes()
+            if not all(isinstance(d, int) for d in spec.shape):
+                raise InputError(f"{path}: a .bin input needs a static shape, {spec.name!r} has {spec.shape}")
+            dt = np_dtype(spec.dtype)
+            want = int(np.prod(spec.shape, dtype=np.int64)) * dt.itemsize
+            if len(raw) != want:
+                raise InputError(f"{path}: {len(raw)} bytes, input {spec.name!r} "
+                                 f"({'x'.join(map(str, spec.shape))} {spec.dtype}) needs {want}")
+            return np.frombuffer(raw, dtype=dt).reshape(spec.shape).copy()
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read input: {e}") from None
+    raise InputError(f"{path}: unsupported input format {suffix or '(none)'}; use .npy, .npz or .bin")
+
+
+def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
+    from runtime.om import np_dtype
+
+    feeds: dict[str, np.ndarray] = {}
+    names = [s.name for s in specs]
+    if len(paths) == 1 and paths[0].lower().endswith(".npz"):
+        try:
+            with np.load(paths[0], allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"{paths[0]}: cannot read input: {e}") from None
+        if set(names) <= set(arrays):
+            return {n: arrays[n] for n in names}
+        if len(arrays) == len(names):
+            return dict(zip(names, arrays.values()))
+        raise InputError(f"{paths[0]}: holds {sorted(arrays)}, the model's inputs are {names}")
+    if len(paths) != len(specs):
+        raise InputError(f"{len(paths)} input file(s) given, the model has {len(specs)} input(s): {', '.join(names)}")
+    for p, spec in zip(paths, specs):
+        path = Path(p)
+        if not path.is_file():
+            raise InputError(f"{p}: no such input file")
+        feeds[spec.name] = _load_one(path, spec, np_dtype)
+    return feeds
+
+
+def _write_output(outdir: Path, name: str, arr: np.ndarray, fmt: str) -> Path:
+    base = safe_filename(name)
+    if fmt == "NPY":
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        path = outdir / f"{base}.npy"
+        write_atomic(path, buf.getvalue())
+    else:
+        buf = io.StringIO()
+        flat = arr.reshape(1, -1) if arr.ndim < 2 else arr.reshape(-1, arr.shape[-1])
+        np.savetxt(buf, flat, fmt="%s" if arr.dtype.kind in "OUSb" else ("%.9g" if arr.dtype.kind == "f" else "%d"))
+        path = outdir / f"{base}.txt"
+        write_atomic(path, buf.getvalue().encode())
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="atcpy-run", description="Run an atcpy .om executable on input files.")
+    p.add_argument("--model", required=True, help="the .om file")
+    p.add_argument("--input", default=None, help="comma-separated .npy/.npz/.bin files, in input order")
+    p.add_argument("--output", default=None, help="directory for the outputs")
+    p.add_argument("--outfmt", default="NPY", type=str.upper, choices=["NPY", "TXT"])
+    p.add_argument("--loop", default=1, type=int)
+    p.add_argument("--profile", action="store_true", help="print per-step times, write profile.json (Chrome trace)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.loop < 1:
+            raise _UsageError(f"--loop={args.loop} must be at least 1")
+        from runtime.session import Session
+
+        if not Path(args.model).exists():
+            raise _UsageError(f"--model: no such file {args.model!r}")
+        sess = Session(args.model)
+        specs = sess.get_inputs()
+        paths = [s for s in (args.input or "").split(",") if s]
+        feeds = load_inputs(paths, specs) if paths or specs else {}
+        times = []
+        outs: list[np.ndarray] = []
+        for _ in range(args.loop):
+            t0 = time.perf_counter()
+            outs = sess.run(None, feeds, profile=args.profile)
+            times.append(time.perf_counter() - t0)
+        if args.output:
+            outdir = Path(args.output)
+            for spec, arr in zip(sess.get_outputs(), outs):
+                path = _write_output(outdir, spec.name, arr, args.outfmt)
+                print(f"output {spec.name}: {'x'.join(map(str, arr.shape)) or 'scalar'} {arr.dtype} -> {path}")
+        else:
+            for spec, arr in zip(sess.get_outputs(), outs):
+                print(f"output {spec.name}: {'x'.join(map(str, arr.shape)) or 'scalar'} {arr.dtype}")
+        if args.profile and sess.profile is not None:
+            print(sess.profile.table(top=20))
+            if args.output:
+                trace = sess.profile.write_chrome_trace(Path(args.output) / "profile.json")
+                print(f"profile trace: {trace}")
+        print(f"average latency: {1e3 * sum(times) / len(times):.3f} ms over {len(times)} loop(s)")
+        return 0
+    except _UsageError as e:
+        print(f"atcpy-run: error: usage error: {e}", file=sys.stderr)
+        return 2
+    except (OmFormatError, InputError, RuntimeFailure) as e:
+        print(f"atcpy-run: error: {e.kind}: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("atcpy-run: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: still one line, no traceback unless asked
+        print(f"atcpy-run: error: internal error: {type(e).__name__}: {e}", file=sys.stderr)
+        if os.environ.get("ATCPY_TRACEBACK"):
+            raise
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The kernel registry: kernel name (= op kind) -> implementation.
+
+A kernel is ``fn(inputs, attrs, out) -> list[np.ndarray]``:
+
+- ``inputs``: one array per operand, ``None`` for an absent optional operand;
+  weights are read-only views into the loaded file — never write to inputs.
+- ``attrs``: the op's attributes (ONNX names, defaults filled in; array
+  attributes as arrays; ``_opset`` holds the step's ONNX opset when known).
+- ``out``: one entry per result: the result's arena view, or ``None`` when the
+  value has no arena slot (dynamic shape); ``out`` itself may be ``None`` when a
+  kernel is called outside a session.  A kernel may write into a view and return
+  it (no copy), or return fresh arrays (the runtime copies them into the arena).
+  A view may alias an operand (in-place elementwise ops): read every operand
+  before the last write into it.
+
+    @kernel("Relu")
+    def relu(inputs, attrs, out):
+        return [np.maximum(inputs[0], 0, out=slot(out, 0))]
+
+``accepts(attrs, in_dtypes) -> bool`` lets a native kernel decline a case it
+does not cover (e.g. Cast to a string); declined and unregistered kernels run
+on the AICPU fallback (`runtime.kernels.aicpu`, built on ``onnx.reference``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["KernelEntry", "KernelFn", "kernel", "load_families", "lookup_kernel", "registered_kernels", "slot"]
+
+KernelFn = Callable[[list[Any], dict[str, Any], Any], Sequence[np.ndarray]]
+AcceptsFn = Callable[[dict[str, Any], list[Any]], bool]
+
+
+@dataclass(frozen=True)
+class KernelEntry:
+    name: str
+    fn: KernelFn
+    accepts: AcceptsFn | None = None
+
+
+_KERNELS: dict[str, KernelEntry] = {}
+# native families always present, then optional modules other owners provide
+_FAMILIES = ("matmul", "elementwise", "reduce", "movement")
+_OPTIONAL = ("quant",)
+_loaded = False
+
+
+def kernel(*names: str, accepts: AcceptsFn | None = None) -> Callable[[KernelFn], KernelFn]:
+    """Register `fn` under each of `names`."""
+
+    def deco(fn: KernelFn) -> KernelFn:
+        for n in names:
+            if n in _KERNELS:
+                raise ValueError(f"kernel {n!r} registered twice")
+            _KERNELS[n] = KernelEntry(n, fn, accepts)
+        return fn
+
+    return deco
+
+
+def slot(out: Sequence[np.ndarray | None] | None, i: int) -> np.ndarray | None:
+    """The arena view for result `i`, or None (then numpy allocates)."""
+    if out is None or i >= len(out):
+        return None
+    return out[i]
+
+
+def load_families() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for fam in _FAMILIES:
+        importlib.import_module(f"runtime.kernels.{fam}")
+    for fam in _OPTIONAL:
+        try:
+            importlib.import_module(f"runtime.kernels.{fam}")
+        except ModuleNotFoundError as e:
+            if e.name != f"runtime.kernels.{fam}":
+                raise
+
+
+def lookup_kernel(name: str) -> KernelEntry | None:
+    load_families()
+    return _KERNELS.get(name)
+
+
+def registered_kernels() -> dict[str, KernelEntry]:
+    load_families()
+    return dict(_KERNELS)

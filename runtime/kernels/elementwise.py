@@ -1,0 +1,318 @@
+"""Vector kernels: unary and binary elementwise ops, comparisons, Where, Clip,
+Cast, and the activations — ONNX semantics on numpy ufuncs.
+
+Kernels that are one ufunc write straight into the arena view (``out=``);
+multi-step ones compute into temporaries and write the view last, because the
+view may alias an operand (in-place reuse by assign-buffers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from runtime.kernels import kernel, slot
+
+__all__ = ["UNARY", "UNARY_BY_ACT", "erf"]
+
+
+def _o(out, x_shape, dtype) -> np.ndarray | None:
+    o = slot(out, 0)
+    return o if o is not None and o.shape == tuple(x_shape) and o.dtype == dtype else None
+
+
+# --- erf without scipy --------------------------------------------------------------------
+_ERF_SERIES = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16)]
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """erf in float64: Maclaurin series for |x| < 0.5, Numerical Recipes' erfc (rel. err < 1.2e-7) beyond."""
+    xd = np.asarray(x, dtype=np.float64)
+    ax = np.abs(xd)
+    t = 1.0 / (1.0 + 0.5 * ax)
+    poly = -ax * ax - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
+        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
+    big = np.sign(xd) * (1.0 - t * np.exp(poly))
+    x2 = xd * xd
+    acc = np.zeros_like(xd)
+    for c in reversed(_ERF_SERIES):
+        acc = acc * x2 + c
+    small = xd * acc
+    return np.where(ax < 0.5, small, big).astype(np.result_type(x), copy=False)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(x.dtype.type(0), x) if x.dtype.kind == "f" else np.log1p(np.exp(x))
+
+
+def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        return (0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1 + erf(x / math.sqrt(2)))).astype(x.dtype, copy=False)
+
+
+UNARY: dict[str, Callable[..., np.ndarray]] = {
+    "Sigmoid": _sigmoid,
+    "Tanh": np.tanh, "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs,
+    "Floor": np.floor, "Ceil": np.ceil, "Round": np.rint, "Sin": np.sin, "Cos": np.cos, "Tan": np.tan,
+    "Asin": np.arcsin, "Acos": np.arccos, "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh,
+    "Asinh": np.arcsinh, "Acosh": np.arccosh, "Atanh": np.arctanh, "Sign": np.sign,
+    "Not": np.logical_not, "IsNaN": np.isnan, "Erf": erf,
+    "Reciprocal": lambda x: np.reciprocal(x) if x.dtype.kind == "f" else (1 / x).astype(x.dtype),
+    "Softsign": lambda x: x / (1 + np.abs(x)),
+    "Softplus": _softplus,
+    "Mish": lambda x: x * np.tanh(_softplus(x)),
+    "HardSwish": lambda x: x * np.clip(x / 6 + x.dtype.type(0.5), 0, 1),
+}
+_ONE_UFUNC = {"Tanh", "Exp", "Log", "Sqrt", "Neg", "Abs", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin",
+              "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Not", "IsNaN"}
+# names an ``act`` epilogue attribute may use
+UNARY_BY_ACT: dict[str, Callable[..., np.ndarray]] = {
+    "sigmoid": _sigmoid, "tanh": np.tanh, "gelu": _gelu, "hardswish": UNARY["HardSwish"],
+}
+
+
+def _unary(name: str, fn: Callable[..., np.ndarray]) -> None:
+    if name in _ONE_UFUNC:
+        @kernel(name)
+        def k(inputs, attrs, out, fn=fn):
+            x = inputs[0]
+            o = _o(out, x.shape, np.dtype(bool) if name in ("IsNaN",) else x.dtype)
+            return [fn(x, out=o)]
+    else:
+        @kernel(name)
+        def k(inputs, attrs, out, fn=fn):
+            r = fn(inputs[0])
+            return [r.astype(inputs[0].dtype, copy=False) if name != "Erf" else r]
+
+
+for _n, _f in UNARY.items():
+    _unary(_n, _f)
+
+
+@kernel("Relu")
+def _relu(inputs, attrs, out):
+    x = inputs[0]
+    return [np.maximum(x, x.dtype.type(0), out=_o(out, x.shape, x.dtype))]
+
+
+@kernel("Identity")
+def _identity(inputs, attrs, out):
+    return [inputs[0]]
+
+
+@kernel("IsInf")
+def _isinf(inputs, attrs, out):
+    x = inputs[0]
+    pos, neg = attrs.get("detect_positive", 1), attrs.get("detect_negative", 1)
+    if pos and neg:
+        return [np.isinf(x)]
+    if pos:
+        return [np.isposinf(x)]
+    if neg:
+        return [np.isneginf(x)]
+    return [np.zeros(x.shape, bool)]
+
+
+def _f(attrs: dict[str, Any], k: str, d: float) -> float:
+    v = attrs.get(k)
+    return d if v is None else float(v)
+
+
+@kernel("LeakyRelu")
+def _leaky(inputs, attrs, out):
+    x = inputs[0]
+    a = x.dtype.type(_f(attrs, "alpha", 0.01))
+    return [np.where(x >= 0, x, x * a)]
+
+
+@kernel("Elu")
+def _elu(inputs, attrs, out):
+    x = inputs[0]
+    a = x.dtype.type(_f(attrs, "alpha", 1.0))
+    return [np.where(x > 0, x, a * np.expm1(np.minimum(x, 0)))]
+
+
+@kernel("Celu")
+def _celu(inputs, attrs, out):
+    x = inputs[0]
+    a = x.dtype.type(_f(attrs, "alpha", 1.0))
+    return [np.maximum(x, 0) + np.minimum(0, a * np.expm1(np.minimum(x, 0) / a))]
+
+
+@kernel("Selu")
+def _selu(inputs, attrs, out):
+    x = inputs[0]
+    a = x.dtype.type(_f(attrs, "alpha", 1.6732632423543772))
+    gm = x.dtype.type(_f(attrs, "gamma", 1.0507009873554805))
+    return [np.where(x > 0, gm * x, gm * (a * np.exp(np.minimum(x, 0)) - a))]
+
+
+@kernel("ThresholdedRelu")
+def _trelu(inputs, attrs, out):
+    x = inputs[0]
+    return [np.where(x > x.dtype.type(_f(attrs, "alpha", 1.0)), x, x.dtype.type(0))]
+
+
+@kernel("HardSigmoid")
+def _hsig(inputs, attrs, out):
+    x = inputs[0]
+    a, b = x.dtype.type(_f(attrs, "alpha", 0.2)), x.dtype.type(_f(attrs, "beta", 0.5))
+    return [np.clip(x * a + b, 0, 1)]
+
+
+@kernel("Gelu")
+def _gelu_k(inputs, attrs, out):
+    return [_gelu(inputs[0], attrs.get("approximate", "none"))]
+
+
+@kernel("Clip")
+def _clip(inputs, attrs, out):
+    x = inputs[0]
+    lo = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("min")
+    hi = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("max")
+    r = x
+    if lo is not None:
+        r = np.maximum(r, np.asarray(lo, dtype=x.dtype))
+    if hi is not None:
+        r = np.minimum(r, np.asarray(hi, dtype=x.dtype))
+    return [r]
+
+
+@kernel("Dropout")
+def _dropout(inputs, attrs, out):
+    # inference: identity, mask all true (training mode is not run by the runtime)
+    x = inputs[0]
+    return [x, np.ones(x.shape, dtype=bool)]
+
+
+def _cast_ok(attrs: dict[str, Any], dtypes: list[Any]) -> bool:
+    from ir.types import DType
+
+    try:
+        to = DType.from_onnx(int(attrs["to"]))
+    except (TypeError, KeyError):
+        return False
+    src = dtypes[0] if dtypes else None
+    return to.value not in ("str", "bf16") and src not in ("str", "bf16")
+
+
+@kernel("Cast", accepts=_cast_ok)
+def _cast(inputs, attrs, out):
+    from ir.types import DType
+
+    to = DType.from_onnx(int(attrs["to"])).numpy
+    x = inputs[0]
+    o = _o(out, x.shape, to)
+    if o is not None:
+        np.copyto(o, x, casting="unsafe")
+        return [o]
+    return [x.astype(to)]
+
+
+@kernel("CastLike", accepts=lambda attrs, dt: len(dt) > 1 and dt[0] not in ("str", "bf16") and dt[1] not in ("str", "bf16"))
+def _castlike(inputs, attrs, out):
+    return [inputs[0].astype(inputs[1].dtype)]
+
+
+# --- binary -----------------------------------------------------------------------------
+def _int_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    # C-style truncation toward zero, as ONNX runtimes do for integers
+    q = np.floor_divide(a, b)
+    fix = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+    return (q + fix).astype(np.result_type(a, b))
+
+
+def _div(a, b, out=None):
+    if a.dtype.kind in "iu":
+        return _int_div(a, b)
+    return np.divide(a, b, out=out)
+
+
+def _mod(a, b, fmod=0):
+    if fmod:
+        return np.fmod(a, b)
+    return np.mod(a, b)
+
+
+def _pow(a, b, out=None):
+    if a.dtype.kind == "f":
+        return np.power(a, b.astype(a.dtype, copy=False), out=out)
+    return np.power(a, b).astype(a.dtype)
+
+
+BINARY: dict[str, Callable[..., np.ndarray]] = {
+    "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": _div, "Pow": _pow,
+    "BitwiseAnd": np.bitwise_and, "BitwiseOr": np.bitwise_or, "BitwiseXor": np.bitwise_xor,
+    "Equal": np.equal, "Less": np.less, "Greater": np.greater, "LessOrEqual": np.less_equal,
+    "GreaterOrEqual": np.greater_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor,
+}
+_CMP = {"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"}
+
+
+def _binary(name: str, fn: Callable[..., np.ndarray]) -> None:
+    @kernel(name)
+    def k(inputs, attrs, out, fn=fn):
+        a, b = inputs[0], inputs[1]
+        if name not in _CMP and name != "Pow" and b.dtype != a.dtype:
+            b = b.astype(a.dtype)
+        o = slot(out, 0)
+        if o is not None and (o.shape != np.broadcast_shapes(a.shape, b.shape)
+                              or o.dtype != (np.dtype(bool) if name in _CMP else a.dtype)):
+            o = None
+        return [fn(a, b, out=o)]
+
+
+for _n, _f2 in BINARY.items():
+    _binary(_n, _f2)
+
+
+@kernel("Mod")
+def _mod_k(inputs, attrs, out):
+    return [_mod(inputs[0], inputs[1], attrs.get("fmod", 0))]
+
+
+@kernel("BitShift")
+def _bitshift(inputs, attrs, out):
+    a, b = inputs
+    d = attrs.get("direction")
+    d = d.decode() if isinstance(d, bytes) else d
+    return [(np.left_shift if d == "LEFT" else np.right_shift)(a, b.astype(a.dtype))]
+
+
+@kernel("PRelu")
+def _prelu(inputs, attrs, out):
+    x, slope = inputs
+    return [np.where(x < 0, x * slope.astype(x.dtype, copy=False), x)]
+
+
+def _variadic(name: str, fn: Callable[..., np.ndarray]) -> None:
+    @kernel(name)
+    def k(inputs, attrs, out, fn=fn):
+        xs = [v for v in inputs if v is not None]
+        r = xs[0]
+        for v in xs[1:]:
+            r = fn(r, v)
+        if name == "Mean":
+            r = r / r.dtype.type(len(xs)) if r.dtype.kind == "f" else r // len(xs)
+        return [np.array(r, copy=True) if r is xs[0] else r]
+
+
+_variadic("Sum", np.add)
+_variadic("Mean", np.add)
+_variadic("Max", np.maximum)
+_variadic("Min", np.minimum)
+
+
+@kernel("Where")
+def _where(inputs, attrs, out):
+    return [np.where(inputs[0], inputs[1], inputs[2])]

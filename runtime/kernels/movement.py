@@ -1,0 +1,192 @@
+"""Data movement and shape ops: views where numpy gives one (Reshape, Flatten,
+Squeeze, Unsqueeze, Identity), otherwise one copy into the arena view.
+
+A view kernel returns ``x.reshape(...)``; when the memory plan aliased the
+result with the operand (trait view), that array *is* the arena slot and the
+runtime skips the copy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runtime.kernels import kernel, slot
+
+__all__: list[str] = []
+
+
+def _ints(a: Any) -> list[int]:
+    return [int(v) for v in np.asarray(a).reshape(-1)]
+
+
+def _axes(inputs: list[Any], attrs: dict[str, Any], i: int) -> list[int] | None:
+    if attrs.get("axes") is not None:
+        return list(attrs["axes"])
+    if len(inputs) > i and inputs[i] is not None:
+        return _ints(inputs[i])
+    return None
+
+
+@kernel("Reshape")
+def _reshape(inputs, attrs, out):
+    x = inputs[0]
+    shape = _ints(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else list(attrs["shape"])
+    if not attrs.get("allowzero", 0):
+        shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
+    return [x.reshape(shape)]
+
+
+@kernel("Flatten")
+def _flatten(inputs, attrs, out):
+    x = inputs[0]
+    a = int(attrs.get("axis", 1))
+    a = a + x.ndim if a < 0 else a
+    lead = int(np.prod(x.shape[:a], dtype=np.int64))
+    return [x.reshape(lead, -1) if x.size else x.reshape(lead, int(np.prod(x.shape[a:], dtype=np.int64)))]
+
+
+@kernel("Squeeze")
+def _squeeze(inputs, attrs, out):
+    x = inputs[0]
+    axes = _axes(inputs, attrs, 1)
+    if not axes:
+        return [np.squeeze(x)]
+    return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
+
+
+@kernel("Unsqueeze")
+def _unsqueeze(inputs, attrs, out):
+    x = inputs[0]
+    axes = _axes(inputs, attrs, 1) or []
+    r = x.ndim + len(axes)
+    shape = list(x.shape)
+    for a in sorted(a % r for a in axes):
+        shape.insert(a, 1)
+    return [x.reshape(shape)]
+
+
+@kernel("Transpose")
+def _transpose(inputs, attrs, out):
+    x = inputs[0]
+    perm = attrs.get("perm") or list(range(x.ndim))[::-1]
+    return [np.transpose(x, perm)]
+
+
+@kernel("Concat")
+def _concat(inputs, attrs, out):
+    xs = [v for v in inputs if v is not None]
+    axis = int(attrs["axis"]) % xs[0].ndim
+    o = slot(out, 0)
+    total = sum(v.shape[axis] for v in xs)
+    shape = xs[0].shape[:axis] + (total,) + xs[0].shape[axis + 1:]
+    if o is not None and o.shape == shape and o.dtype == np.result_type(*xs):
+        return [np.concatenate(xs, axis=axis, out=o)]
+    return [np.concatenate(xs, axis=axis)]
+
+
+@kernel("Split")
+def _split(inputs, attrs, out):
+    x = inputs[0]
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    sizes = attrs.get("split")
+    if sizes is None and len(inputs) > 1 and inputs[1] is not None:
+        sizes = _ints(inputs[1])
+    if not sizes:
+        n = int(attrs.get("num_outputs") or attrs.get("_n_outputs") or len(out or []) or 1)
+        d = x.shape[axis]
+        chunk = -(-d // n)
+        sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)]
+    bounds = np.cumsum(sizes)[:-1]
+    return list(np.split(x, bounds, axis=axis))
+
+
+@kernel("Slice")
+def _slice(inputs, attrs, out):
+    x = inputs[0]
+    starts, ends = _ints(inputs[1]), _ints(inputs[2])
+    axes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else list(range(len(starts)))
+    steps = _ints(inputs[4]) if len(inputs) > 4 and inputs[4] is not None else [1] * len(starts)
+    idx = [slice(None)] * x.ndim
+    for s, e, a, st in zip(starts, ends, axes, steps):
+        # Python slices clamp exactly as ONNX specifies (including negative steps)
+        idx[a % x.ndim] = slice(s, e, st)
+    return [x[tuple(idx)]]
+
+
+@kernel("Gather")
+def _gather(inputs, attrs, out):
+    x, idx = inputs
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    return [np.take(x, idx.astype(np.int64, copy=False), axis=axis)]
+
+
+@kernel("GatherElements")
+def _gather_elements(inputs, attrs, out):
+    x, idx = inputs
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    idx = idx.astype(np.int64, copy=False)
+    idx = np.where(idx < 0, idx + x.shape[axis], idx)
+    return [np.take_along_axis(x, idx, axis=axis)]
+
+
+@kernel("Shape")
+def _shape(inputs, attrs, out):
+    x = inputs[0]
+    start = attrs.get("start", 0) or 0
+    end = attrs.get("end")
+    return [np.array(x.shape[slice(start, end)], dtype=np.int64)]
+
+
+@kernel("Size")
+def _size(inputs, attrs, out):
+    return [np.array(inputs[0].size, dtype=np.int64)]
+
+
+@kernel("Expand")
+def _expand(inputs, attrs, out):
+    x = inputs[0]
+    shape = np.broadcast_shapes(x.shape, tuple(_ints(inputs[1])))
+    return [np.broadcast_to(x, shape)]
+
+
+@kernel("Tile")
+def _tile(inputs, attrs, out):
+    return [np.tile(inputs[0], _ints(inputs[1]))]
+
+
+@kernel("Pad", accepts=lambda attrs, dt: (attrs.get("mode") or "constant") in ("constant", "reflect", "edge", "wrap"))
+def _pad(inputs, attrs, out):
+    x = inputs[0]
+    pads = _ints(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else list(attrs.get("pads") or [])
+    value = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("value", 0)
+    value = np.asarray(value if value is not None else 0).reshape(-1)
+    axes = _ints(inputs[3]) if len(inputs) > 3 and inputs[3] is not None else list(range(x.ndim))
+    n = len(axes)
+    width = [(0, 0)] * x.ndim
+    for j, a in enumerate(axes):
+        width[a % x.ndim] = (pads[j], pads[j + n])
+    mode = attrs.get("mode") or "constant"
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    # negative pads crop
+    crop = tuple(slice(max(-b, 0), x.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(width))
+    x = x[crop]
+    width = [(max(b, 0), max(e, 0)) for b, e in width]
+    if mode == "constant":
+        return [np.pad(x, width, mode="constant", constant_values=value[0] if value.size else 0)]
+    return [np.pad(x, width, mode=mode)]
+
+
+@kernel("ConstantOfShape")
+def _constant_of_shape(inputs, attrs, out):
+    v = attrs.get("value")
+    v = np.zeros(1, np.float32) if v is None else np.asarray(v)
+    return [np.full(_ints(inputs[0]), v.reshape(-1)[0], dtype=v.dtype)]
+
+
+@kernel("Range")
+def _range(inputs, attrs, out):
+    start, limit, delta = (np.asarray(v).reshape(()) for v in inputs)
+    n = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
+    return [(start + np.arange(n, dtype=start.dtype) * delta).astype(start.dtype)]

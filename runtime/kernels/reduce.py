@@ -1,0 +1,247 @@
+"""Reductions, ArgMax/ArgMin, Softmax family, normalizations, LRN and pools.
+
+Pools loop over the kernel taps (at most a few dozen), each tap one strided
+whole-tensor ufunc — never over pixels.  Padding follows ONNX: max pools pad
+with -inf; average pools count padded cells only with ``count_include_pad``,
+and never count the extra cells ``ceil_mode`` adds past the padded input.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import numpy as np
+
+from runtime.kernels import kernel, slot
+from runtime.kernels.matmul import conv_pads
+
+__all__ = ["pool", "reduce_axes"]
+
+
+def reduce_axes(x: np.ndarray, inputs: list[Any], attrs: dict[str, Any]) -> tuple[int, ...] | None:
+    """The axes to reduce (None: identity, for noop_with_empty_axes)."""
+    axes = attrs.get("axes")
+    if axes is None and len(inputs) > 1 and inputs[1] is not None:
+        axes = [int(a) for a in np.asarray(inputs[1]).reshape(-1)]
+    if axes is None or len(axes) == 0:
+        if attrs.get("noop_with_empty_axes", 0):
+            return None
+        return tuple(range(x.ndim))
+    return tuple(sorted(int(a) % max(x.ndim, 1) for a in axes))
+
+
+def _reducer(name: str, fn) -> None:
+    @kernel(name)
+    def k(inputs, attrs, out, fn=fn):
+        x = inputs[0]
+        axes = reduce_axes(x, inputs, attrs)
+        if axes is None:
+            return [x]
+        keep = bool(attrs.get("keepdims", 1))
+        return [np.asarray(fn(x, axes, keep)).astype(x.dtype, copy=False)]
+
+
+def _logsumexp(x, axes, keep):
+    m = np.max(x, axis=axes, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0)
+    r = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+    return r if keep else np.squeeze(r, axis=axes)
+
+
+def _mean(x, axes, keep):
+    if x.dtype.kind in "iu":
+        return np.sum(x, axis=axes, keepdims=keep) // max(int(np.prod([x.shape[a] for a in axes])), 1)
+    return np.mean(x, axis=axes, keepdims=keep)
+
+
+_reducer("ReduceSum", lambda x, a, k: np.sum(x, axis=a, keepdims=k))
+_reducer("ReduceMean", _mean)
+_reducer("ReduceMax", lambda x, a, k: np.max(x, axis=a, keepdims=k))
+_reducer("ReduceMin", lambda x, a, k: np.min(x, axis=a, keepdims=k))
+_reducer("ReduceProd", lambda x, a, k: np.prod(x, axis=a, keepdims=k))
+_reducer("ReduceL1", lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k))
+_reducer("ReduceL2", lambda x, a, k: np.sqrt(np.sum(np.square(x), axis=a, keepdims=k)))
+_reducer("ReduceLogSum", lambda x, a, k: np.log(np.sum(x, axis=a, keepdims=k)))
+_reducer("ReduceLogSumExp", _logsumexp)
+_reducer("ReduceSumSquare", lambda x, a, k: np.sum(np.square(x), axis=a, keepdims=k))
+
+
+def _arg(name: str, fn) -> None:
+    @kernel(name)
+    def k(inputs, attrs, out, fn=fn):
+        x = inputs[0]
+        axis = int(attrs.get("axis", 0)) % max(x.ndim, 1)
+        if attrs.get("select_last_index", 0):
+            r = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis)
+        else:
+            r = fn(x, axis=axis)
+        r = r.astype(np.int64)
+        return [np.expand_dims(r, axis) if attrs.get("keepdims", 1) else r]
+
+
+_arg("ArgMax", np.argmax)
+_arg("ArgMin", np.argmin)
+
+
+# --- softmax family ---------------------------------------------------------------------
+def _softmax_axes(x: np.ndarray, attrs: dict[str, Any]) -> tuple[np.ndarray, int, tuple[int, ...] | None]:
+    """Before opset 13 Softmax works on the input coerced to 2-D at `axis`."""
+    opset = attrs.get("_opset")
+    axis = int(attrs.get("axis", -1 if opset is None or opset >= 13 else 1)) % max(x.ndim, 1)
+    if opset is not None and opset < 13:
+        shape = x.shape
+        return x.reshape(int(np.prod(shape[:axis], dtype=np.int64)), -1), 1, shape
+    return x, axis, None
+
+
+@kernel("Softmax")
+def _softmax(inputs, attrs, out):
+    x, axis, back = _softmax_axes(inputs[0], attrs)
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
+    e /= np.sum(e, axis=axis, keepdims=True)
+    return [e if back is None else e.reshape(back)]
+
+
+@kernel("LogSoftmax")
+def _log_softmax(inputs, attrs, out):
+    x, axis, back = _softmax_axes(inputs[0], attrs)
+    z = x - np.max(x, axis=axis, keepdims=True)
+    r = z - np.log(np.sum(np.exp(z), axis=axis, keepdims=True))
+    return [r if back is None else r.reshape(back)]
+
+
+# --- normalization --------------------------------------------------------------------------
+@kernel("BatchNormalization", accepts=lambda attrs, dt: not attrs.get("training_mode", 0))
+def _batchnorm(inputs, attrs, out):
+    x, scale, bias, mean, var = inputs[:5]
+    eps = float(attrs.get("epsilon", 1e-5))
+    a = (scale / np.sqrt(var + var.dtype.type(eps))).astype(x.dtype)
+    b = (bias - mean * a).astype(x.dtype)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    o = slot(out, 0)
+    o = o if o is not None and o.shape == x.shape and o.dtype == x.dtype else None
+    r = np.multiply(x, a.reshape(shape), out=o)
+    r += b.reshape(shape)
+    return [r]
+
+
+@kernel("InstanceNormalization")
+def _instnorm(inputs, attrs, out):
+    x, scale, bias = inputs
+    eps = float(attrs.get("epsilon", 1e-5))
+    axes = tuple(range(2, x.ndim))
+    mean = np.mean(x, axis=axes, keepdims=True)
+    var = np.mean(np.square(x - mean), axis=axes, keepdims=True)
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    r = (x - mean) / np.sqrt(var + eps) * scale.reshape(shape) + bias.reshape(shape)
+    return [r.astype(x.dtype, copy=False)]
+
+
+@kernel("LayerNormalization")
+def _layernorm(inputs, attrs, out):
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    axis = int(attrs.get("axis", -1)) % x.ndim
+    eps = float(attrs.get("epsilon", 1e-5))
+    stash = np.float32 if attrs.get("stash_type", 1) == 1 else x.dtype
+    xs = x.astype(stash, copy=False)
+    axes = tuple(range(axis, x.ndim))
+    mean = np.mean(xs, axis=axes, keepdims=True)
+    d = xs - mean
+    var = np.mean(d * d, axis=axes, keepdims=True)
+    inv = 1 / np.sqrt(var + stash(eps))
+    y = (d * inv).astype(x.dtype, copy=False) * scale
+    if bias is not None:
+        y = y + bias
+    return [y.astype(x.dtype, copy=False), mean, inv]
+
+
+@kernel("LRN")
+def _lrn(inputs, attrs, out):
+    x = inputs[0]
+    size = int(attrs["size"])
+    alpha, beta, bias = float(attrs.get("alpha", 1e-4)), float(attrs.get("beta", 0.75)), float(attrs.get("bias", 1.0))
+    lo, hi = (size - 1) // 2, size - 1 - (size - 1) // 2
+    sq = np.square(x)
+    c = x.shape[1]
+    pad = [(0, 0)] * x.ndim
+    pad[1] = (lo + 1, hi)
+    cs = np.cumsum(np.pad(sq, pad), axis=1)
+    idx = np.arange(c)
+    s = np.take(cs, idx + lo + hi + 1, axis=1) - np.take(cs, idx, axis=1)
+    return [(x / (bias + (alpha / size) * s) ** beta).astype(x.dtype, copy=False)]
+
+
+# --- pools ------------------------------------------------------------------------------------
+def pool(x: np.ndarray, attrs: dict[str, Any], kind: str) -> np.ndarray:
+    nsp = x.ndim - 2
+    k = list(attrs["kernel_shape"])
+    sp = x.shape[2:]
+    s, d, p = conv_pads(attrs, sp, k)
+    ceil = bool(attrs.get("ceil_mode", 0))
+    osz = []
+    for i in range(nsp):
+        keff = (k[i] - 1) * d[i] + 1
+        num = sp[i] + p[i] + p[i + nsp] - keff
+        o = (-(-num // s[i]) if ceil else num // s[i]) + 1
+        if ceil and (o - 1) * s[i] >= sp[i] + p[i]:
+            o -= 1
+        osz.append(o)
+    # pad: begin pads, then end pads plus whatever ceil_mode windows reach past them
+    ext = [max((osz[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sp[i] - p[i], p[i + nsp]) for i in range(nsp)]
+    fill = -np.inf if kind == "max" else 0
+    if x.dtype.kind != "f" and kind == "max":
+        fill = np.iinfo(x.dtype).min
+    shape = x.shape[:2] + tuple(sp[i] + p[i] + ext[i] for i in range(nsp))
+    if any(p) or any(ext):
+        xp = np.full(shape, fill, dtype=x.dtype)
+        xp[(slice(None), slice(None), *(slice(p[i], p[i] + sp[i]) for i in range(nsp)))] = x
+    else:
+        xp = x
+    res = None
+    for tap in itertools.product(*(range(v) for v in k)):
+        sl = (slice(None), slice(None),
+              *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
+        if res is None:
+            res = np.array(xp[sl], copy=True)
+        elif kind == "max":
+            np.maximum(res, xp[sl], out=res)
+        else:
+            res += xp[sl]
+    if kind == "avg":
+        # per-window cell counts: inside the input, or inside the padding too with count_include_pad
+        cnt_shape = tuple(sp[i] + p[i] + ext[i] for i in range(nsp))
+        mask = np.zeros(cnt_shape, dtype=np.float64)
+        if attrs.get("count_include_pad", 0):
+            mask[tuple(slice(0, sp[i] + p[i] + p[i + nsp]) for i in range(nsp))] = 1
+        else:
+            mask[tuple(slice(p[i], p[i] + sp[i]) for i in range(nsp))] = 1
+        cnt = None
+        for tap in itertools.product(*(range(v) for v in k)):
+            sl = tuple(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp))
+            cnt = mask[sl].copy() if cnt is None else cnt + mask[sl]
+        res /= np.maximum(cnt, 1).astype(res.dtype)
+    return res
+
+
+@kernel("MaxPool", accepts=lambda attrs, dt: attrs.get("_n_outputs", 1) == 1 and not attrs.get("storage_order", 0))
+def _maxpool(inputs, attrs, out):
+    return [pool(inputs[0], attrs, "max")]
+
+
+@kernel("AveragePool")
+def _avgpool(inputs, attrs, out):
+    return [pool(inputs[0], attrs, "avg")]
+
+
+@kernel("GlobalAveragePool")
+def _gap(inputs, attrs, out):
+    x = inputs[0]
+    return [np.mean(x, axis=tuple(range(2, x.ndim)), keepdims=True)]
+
+
+@kernel("GlobalMaxPool")
+def _gmp(inputs, attrs, out):
+    x = inputs[0]
+    return [np.max(x, axis=tuple(range(2, x.ndim)), keepdims=True)]

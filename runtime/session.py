@@ -1,0 +1,331 @@
+"""`Session`: run an `.om` executable, shaped like onnxruntime's InferenceSession.
+
+    sess = Session("out/mlp.om")
+    [y] = sess.run(None, {"x": x})
+    sess.run(None, {"x": x}, profile=True); print(sess.profile.table())
+
+At load time the session allocates ONE arena (a numpy uint8 buffer of the
+plan's size), creates a typed view for every planned activation at its offset,
+and binds each step's operand list once: weights are read-only zero-copy views
+into the loaded file, arena values are their views.  Only graph inputs and
+values without a slot (dynamic shapes) are looked up per run.  A kernel that
+returns its arena view (or a view onto the same bytes, e.g. a Reshape the
+plan aliased) costs no copy; anything else is copied into the view.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from runtime.errors import InputError, RuntimeFailure
+from runtime.kernels import lookup_kernel
+from runtime.om import Executable, np_dtype
+
+__all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
+
+_ORT_TYPES = {
+    "f32": "tensor(float)", "f64": "tensor(double)", "f16": "tensor(float16)", "bf16": "tensor(bfloat16)",
+    "i64": "tensor(int64)", "i32": "tensor(int32)", "i16": "tensor(int16)", "i8": "tensor(int8)",
+    "u64": "tensor(uint64)", "u32": "tensor(uint32)", "u16": "tensor(uint16)", "u8": "tensor(uint8)",
+    "bool": "tensor(bool)", "str": "tensor(string)",
+}
+
+
+@dataclass(frozen=True)
+class NodeArg:
+    """An input or output as onnxruntime describes it (.name, .shape, .type) plus the IR dtype."""
+
+    name: str
+    shape: list[int | str]
+    type: str
+    dtype: str
+
+
+@dataclass
+class StepTiming:
+    index: int
+    kernel: str
+    engine: str
+    name: str
+    seconds: float
+    start: float
+    cost_cycles: float | None = None
+
+
+@dataclass
+class Profile:
+    """Per-step wall times of the last profiled run(s)."""
+
+    steps: list[StepTiming] = field(default_factory=list)
+    runs: int = 0
+
+    def table(self, top: int | None = None) -> str:
+        agg: dict[int, StepTiming] = {}
+        for t in self.steps:
+            if t.index in agg:
+                agg[t.index].seconds += t.seconds
+            else:
+                agg[t.index] = StepTiming(t.index, t.kernel, t.engine, t.name, t.seconds, t.start, t.cost_cycles)
+        rows = sorted(agg.values(), key=lambda t: -t.seconds)[:top]
+        total = sum(t.seconds for t in agg.values()) or 1e-12
+        runs = max(self.runs, 1)
+        lines = [f"{'step':>5} {'kernel':<24} {'engine':<7} {'ms/run':>9} {'%':>6}  name"]
+        for t in rows:
+            lines.append(f"{t.index:>5} {t.kernel[:24]:<24} {t.engine:<7} {t.seconds / runs * 1e3:>9.3f} "
+                         f"{100 * t.seconds / total:>6.1f}  {t.name}")
+        by_engine: dict[str, float] = {}
+        for t in agg.values():
+            by_engine[t.engine] = by_engine.get(t.engine, 0.0) + t.seconds
+        lines.append("total " + ", ".join(f"{e}={s / runs * 1e3:.3f}ms" for e, s in sorted(by_engine.items()))
+                     + f", all={total / runs * 1e3:.3f}ms per run")
+        return "\n".join(lines)
+
+    def chrome_trace(self) -> dict[str, Any]:
+        engines = sorted({t.engine for t in self.steps})
+        events = [{"name": "thread_name", "ph": "M", "pid": 0, "tid": i, "args": {"name": e}}
+                  for i, e in enumerate(engines)]
+        for t in self.steps:
+            args: dict[str, Any] = {"kernel": t.kernel, "step": t.index}
+            if t.cost_cycles is not None:
+                args["estimated_cycles"] = t.cost_cycles
+            events.append({"name": t.name, "cat": t.engine, "ph": "X", "pid": 0, "tid": engines.index(t.engine),
+                           "ts": round(t.start * 1e6, 3), "dur": round(t.seconds * 1e6, 3), "args": args})
+        return {"traceEvents": events, "displayTimeUnit": "ms"}
+
+    def write_chrome_trace(self, path: str | os.PathLike) -> Path:
+        from runtime.cli import write_atomic
+
+        path = Path(path)
+        write_atomic(path, json.dumps(self.chrome_trace(), indent=1).encode())
+        return path
+
+
+@dataclass
+class _Step:
+    index: int
+    kernel: str
+    engine: str
+    name: str
+    fn: Any
+    attrs: dict[str, Any]
+    in_idx: list[int]  # env slot per operand, -1: absent
+    out_idx: list[int]
+    outs: list[np.ndarray | None]  # arena views (None: no slot)
+    out_ptrs: list[int]
+    ins: list[Any] | None  # bound once when every operand is static
+    cost_cycles: float | None
+
+
+def _ptr(a: np.ndarray) -> int:
+    return a.__array_interface__["data"][0]
+
+
+class Session:
+    """Load an executable (path, bytes or `Executable`) and run it."""
+
+    def __init__(self, model: str | os.PathLike | bytes | bytearray | memoryview | Executable) -> None:
+        self.executable = model if isinstance(model, Executable) else Executable.load(model)
+        self.profile: Profile | None = None
+        self._bind()
+
+    # -- loading ------------------------------------------------------------------
+    def _bind(self) -> None:
+        exe = self.executable
+        prog = exe.program
+        acts = prog["activations"]
+        weights = exe.weights
+        arena_bytes = int(exe.header.get("memory", {}).get("arena_bytes", 0))
+        need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
+        # 64-byte aligned base so every planned offset keeps its alignment
+        raw = np.zeros(need + 64, dtype=np.uint8)
+        base = (-_ptr(raw)) % 64
+        self.arena = raw[base: base + need]
+        self._raw = raw
+        n_act = len(acts)
+        wnames = list(weights)
+        widx = {w: n_act + i for i, w in enumerate(wnames)}
+        env: list[Any] = [None] * (n_act + len(wnames))
+        self._static = [False] * len(env)
+        for i, a in enumerate(acts):
+            if a["offset"] >= 0:
+                dt = np_dtype(a["dtype"])
+                env[i] = self.arena[a["offset"]: a["offset"] + a["nbytes"]].view(dt).reshape(a["shape"])
+                self._static[i] = True
+        for w, i in widx.items():
+            env[i] = weights[w]
+            self._static[i] = True
+        self._env = env
+
+        def slot_of(ref: list[Any] | None) -> int:
+            if ref is None:
+                return -1
+            return ref[1] if ref[0] == "a" else widx[ref[1]]
+
+        def resolve(v: Any) -> Any:
+            if isinstance(v, dict) and len(v) == 1 and "$weight" in v:
+                return weights[v["$weight"]]
+            if isinstance(v, list):
+                return [resolve(x) for x in v]
+            return v
+
+        self._steps: list[_Step] = []
+        for k, st in enumerate(prog["steps"]):
+            attrs = {key: resolve(v) for key, v in st["attrs"].items()}
+            if "opset" in st:
+                attrs["_opset"] = st["opset"]
+            attrs["_n_outputs"] = len(st["outputs"])
+            in_idx = [slot_of(r) for r in st["inputs"]]
+            in_types = [(None, None) if r is None else
+                        (acts[r[1]]["dtype"], acts[r[1]]["shape"]) if r[0] == "a" else
+                        (_dtype_name(weights[r[1]]), list(weights[r[1]].shape)) for r in st["inputs"]]
+            fn = self._kernel_for(st, attrs, in_types)
+            outs = [env[i] if self._static[i] else None for i in st["outputs"]]
+            ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
+            cc = st["attrs"].get("cost_cycles")
+            self._steps.append(_Step(
+                k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
+                [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
+            ))
+        self._inputs = [NodeArg(i["name"], i["shape"], _ORT_TYPES.get(i["dtype"], i["dtype"]), i["dtype"])
+                        for i in prog["inputs"]]
+        self._input_acts = [i["act"] for i in prog["inputs"]]
+        self._outputs = [NodeArg(o["name"], o["shape"], _ORT_TYPES.get(o["dtype"], o["dtype"]), o["dtype"])
+                         for o in prog["outputs"]]
+        self._output_slots = [slot_of(o["ref"]) for o in prog["outputs"]]
+        self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
+
+    @staticmethod
+    def _kernel_for(st: dict[str, Any], attrs: dict[str, Any], in_types: list[tuple[Any, Any]]):
+        entry = lookup_kernel(st["kernel"])
+        if entry is not None and (entry.accepts is None or entry.accepts(attrs, [t[0] for t in in_types])):
+            return entry.fn
+        from runtime.kernels.aicpu import make_aicpu_kernel
+
+        try:
+            return make_aicpu_kernel(st["kernel"], attrs, st.get("opset"), in_types, len(st["outputs"]))
+        except Exception as e:  # noqa: BLE001 - any load failure is reported with the step
+            raise RuntimeFailure(
+                f"step {st['name']!r}: no kernel for {st['kernel']!r} (native or onnx.reference): {e}") from None
+
+    # -- introspection ---------------------------------------------------------------
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def get_modelmeta(self) -> dict[str, Any]:
+        h = self.executable.header
+        return {"model": h.get("model"), "soc_version": h.get("soc_version")}
+
+    # -- running ----------------------------------------------------------------------
+    def _check_feeds(self, feeds: dict[str, Any]) -> list[np.ndarray]:
+        if not isinstance(feeds, dict):
+            raise InputError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
+        names = [i.name for i in self._inputs]
+        unknown = [k for k in feeds if k not in names]
+        if unknown:
+            raise InputError(f"unknown input name(s) {', '.join(map(repr, unknown))}; "
+                             f"the model's inputs are {', '.join(map(repr, names))}")
+        missing = [n for n in names if n not in feeds]
+        if missing:
+            raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are "
+                             + ", ".join(f"{i.name!r} ({_fmt(i.shape, i.dtype)})" for i in self._inputs))
+        arrays = []
+        for spec in self._inputs:
+            a = feeds[spec.name]
+            if not isinstance(a, np.ndarray):
+                a = np.asarray(a)
+            want = np_dtype(spec.dtype)
+            if a.dtype != want and not (want == object and a.dtype.kind in "OUS"):
+                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype} ({want}), "
+                                 f"received {a.dtype} with shape {list(a.shape)}")
+            ok = a.ndim == len(spec.shape) and all(
+                not isinstance(d, int) or d == s for d, s in zip(spec.shape, a.shape))
+            if not ok:
+                raise InputError(f"input {spec.name!r}: expected shape {_fmt(spec.shape, spec.dtype)}, "
+                                 f"received {_fmt(list(a.shape), spec.dtype)}")
+            arrays.append(a)
+        return arrays
+
+    def run(self, output_names: list[str] | None, feeds: dict[str, Any], *, profile: bool = False) -> list[np.ndarray]:
+        """Run the program; returns copies of the requested outputs (all when None)."""
+        arrays = self._check_feeds(feeds)
+        if output_names is None:
+            picks = list(range(len(self._outputs)))
+        else:
+            by_name = {o.name: i for i, o in enumerate(self._outputs)}
+            bad = [n for n in output_names if n not in by_name]
+            if bad:
+                raise InputError(f"unknown output name(s) {', '.join(map(repr, bad))}; the model's outputs are "
+                                 + ", ".join(repr(o.name) for o in self._outputs))
+            picks = [by_name[n] for n in output_names]
+        env = self._env
+        for a, i in zip(arrays, self._input_acts):
+            env[i] = a
+        prof = None
+        if profile:
+            if self.profile is None:
+                self.profile = Profile()
+            prof = self.profile
+            prof.runs += 1
+            t_base = time.perf_counter()
+        arena = self.arena
+        for st in self._steps:
+            ins = st.ins if st.ins is not None else [env[i] if i >= 0 else None for i in st.in_idx]
+            if prof is not None:
+                t0 = time.perf_counter()
+            try:
+                res = st.fn(ins, st.attrs, st.outs)
+            except (RuntimeFailure, MemoryError):
+                raise
+            except Exception as e:
+                raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
+            for j, slot_ in enumerate(st.out_idx):
+                if j >= len(res):
+                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) returned {len(res)} results, "
+                                         f"expected {len(st.out_idx)}")
+                r = res[j]
+                view = st.outs[j]
+                if view is None:
+                    r = np.asarray(r)
+                    if arena.size and np.may_share_memory(r, arena):
+                        r = r.copy()  # the slot it views may be reused by a later step
+                    env[slot_] = r
+                elif r is not view:
+                    if not isinstance(r, np.ndarray):
+                        r = np.asarray(r)
+                    if r.shape != view.shape:
+                        raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}): result {j} has shape "
+                                             f"{list(r.shape)}, the program says {list(view.shape)}")
+                    if _ptr(r) != st.out_ptrs[j] or r.strides != view.strides or r.dtype != view.dtype:
+                        np.copyto(view, r, casting="unsafe")
+            if prof is not None:
+                t1 = time.perf_counter()
+                prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
+                                             st.cost_cycles))
+        results = []
+        for i in picks:
+            v = env[self._output_slots[i]]
+            dt = self._output_dtypes[i]
+            results.append(np.array(v, dtype=dt if dt != object else v.dtype, copy=True))
+        for i in self._input_acts:
+            env[i] = None  # do not keep the caller's arrays alive
+        return results
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    from runtime.om import _ir_dtype_name
+
+    return _ir_dtype_name(a.dtype)
+
+
+def _fmt(shape: list[Any], dtype: str) -> str:
+    return "tensor<" + "".join(f"{d}x" for d in shape) + dtype + ">"
