@@ -14,11 +14,26 @@ import numpy as np
 
 from ir.core import Op
 from ir.ops._infer import (
-    broadcast, broadcast_all, const_operand, conv_out_dim, norm_axis, operand_type,
-    same_as, trusted, with_dtype_of,
+    broadcast,
+    broadcast_all,
+    const_operand,
+    conv_out_dim,
+    norm_axis,
+    operand_type,
+    same_as,
+    trusted,
+    with_dtype_of,
 )
 from ir.registry import (
-    COMMUTATIVE, CUBE, ELEMENTWISE, SHAPE_FROM_DATA, UNARY, VIEW, Attr, TypeInferenceError, define,
+    COMMUTATIVE,
+    CUBE,
+    ELEMENTWISE,
+    SHAPE_FROM_DATA,
+    UNARY,
+    VIEW,
+    Attr,
+    TypeInferenceError,
+    define,
 )
 from ir.types import DType, TensorType
 
@@ -75,9 +90,9 @@ define("Clip", operands=(1, 3), infer=same_as(0), traits={ELEMENTWISE})
 define("Dropout", operands=(1, 3), traits={ELEMENTWISE},
        infer=lambda op: [operand_type(op, 0)] + ([operand_type(op, 0).with_dtype(DType.bool)] if len(op.results) > 1 else []),
        attrs={"seed": I})
-define("Cast", operands=1, traits={ELEMENTWISE, UNARY}, attrs={"to": Attr("int", required=True), "saturate": _i(1)},
+define("Cast", operands=1, traits={ELEMENTWISE, UNARY}, attrs={"to": Attr("int", required=True), "saturate": _i(1), "round_mode": S},
        infer=lambda op: [operand_type(op, 0).with_dtype(DType.from_onnx(op.attrs["to"]))])
-define("CastLike", operands=2, traits={ELEMENTWISE}, attrs={"saturate": _i(1)},
+define("CastLike", operands=2, traits={ELEMENTWISE}, attrs={"saturate": _i(1), "round_mode": S},
        infer=lambda op: [operand_type(op, 0).with_dtype(operand_type(op, 1).dtype)])
 
 BINARY = {"Add": True, "Sub": False, "Mul": True, "Div": False, "Pow": False, "Mod": False,
@@ -260,13 +275,25 @@ def _reshape(op: Op) -> list[TensorType]:
     if not op.attrs.get("allowzero", 0):
         shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     if -1 in shape:
-        if not x.is_static or not all(isinstance(d, int) for d in shape):
-            return trusted(op, "Reshape with -1 on a symbolic shape")
-        known = int(np.prod([d for d in shape if d != -1]))
-        shape[shape.index(-1)] = x.numel // known if known else 0
+        shape[shape.index(-1)] = _infer_minus_one(list(x.shape), shape)
     if x.is_static and all(isinstance(d, int) for d in shape) and int(np.prod(shape)) != x.numel:
         raise TypeInferenceError(f"Reshape of {x} to {shape} changes the element count")
     return [x.with_shape(tuple(shape))]
+
+
+def _infer_minus_one(src: list, dst: list) -> int | str:
+    """The -1 of a Reshape target: element count of `src` over the other target dims.
+    Symbols that appear on both sides cancel (``[N, 4, 8] -> [N, -1]`` gives 32);
+    otherwise a symbolic count gives "?"."""
+    rest_src, rest_dst = list(src), [d for d in dst if d != -1]
+    for d in list(rest_dst):
+        if isinstance(d, str) and d != "?" and d in rest_src:
+            rest_src.remove(d)
+            rest_dst.remove(d)
+    if not all(isinstance(d, int) for d in rest_src + rest_dst):
+        return "?"
+    known = int(np.prod(rest_dst))
+    return int(np.prod(rest_src)) // known if known else 0
 
 
 define("Reshape", operands=2, infer=_reshape, traits={VIEW}, attrs={"allowzero": _i(0)})
@@ -372,15 +399,19 @@ define("Split", operands=(1, 2), infer=_split, attrs={"axis": _i(0), "split": IS
 def _slice(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
     vals = [const_operand(op, i) for i in range(1, len(op.operands))]
-    if any(v is None and op.operands[i + 1] is not None for i, v in enumerate(vals)) or not x.is_static:
+    if any(v is None and op.operands[i + 1] is not None for i, v in enumerate(vals)):
         return trusted(op, "Slice bounds are not constant")
     starts, ends = vals[0], vals[1]
     axes = vals[2] if len(vals) > 2 and vals[2] is not None else np.arange(len(starts))
     steps = vals[3] if len(vals) > 3 and vals[3] is not None else np.ones(len(starts), np.int64)
     shape = list(x.shape)
+    big = 2**62
     for s, e, a, st in zip(starts.tolist(), ends.tolist(), axes.tolist(), steps.tolist()):
         a = norm_axis(int(a), x.rank, op)
-        shape[a] = len(range(*slice(int(s), int(e), int(st)).indices(int(shape[a]))))
+        if isinstance(shape[a], int):
+            shape[a] = len(range(*slice(int(s), int(e), int(st)).indices(int(shape[a]))))
+        elif not (int(s) == 0 and int(e) >= big and int(st) == 1):
+            shape[a] = "?"  # a symbolic dim stays itself only under a full slice
     return [x.with_shape(tuple(shape))]
 
 
@@ -478,7 +509,7 @@ def _range(op: Op) -> list[TensorType]:
     return [TensorType(operand_type(op, 0).dtype, (n,))]
 
 
-define("Range", operands=3, infer=_range)
+define("Range", operands=3, infer=_range, attrs={"stash_type": I})
 
 for _name in ("TopK", "NonZero", "Resize", "Upsample", "OneHot", "ScatterND", "ScatterElements",
               "GatherND", "CumSum", "DepthToSpace", "SpaceToDepth", "EyeLike", "Einsum", "Trilu"):
@@ -489,5 +520,5 @@ def _trusted_any(why: str):
     return lambda op: trusted(op, why)
 
 
-__all__: list[str] = ["matmul_shape", "UNARY_FLOAT", "BINARY"]
+__all__: list[str] = ["BINARY", "UNARY_FLOAT", "matmul_shape"]
 _ = (FS, SS, SHAPE_FROM_DATA, _trusted_any)

@@ -1,0 +1,162 @@
+"""More first-class ONNX ops (latest-opset form), beyond the basics in `ir.ops.core`:
+index/scatter ops, TopK, Einsum, Trilu, layout shuffles, and the one ONNX-ML op
+skl2onnx classifiers need.
+
+    %v, %i = TopK(%x, %k) {axis = -1, largest = 1, sorted = 1}
+        : (tensor<2x10xf32>, tensor<1xi64>) -> (tensor<2x3xf32>, tensor<2x3xi64>)     (%k = const [3])
+    %y = Einsum(%a, %b) {equation = "bij,bjk->bik"} : (tensor<2x3x4xf32>, tensor<2x4x5xf32>) -> tensor<2x3x5xf32>
+"""
+
+from __future__ import annotations
+
+import math
+
+from ir.core import Op
+from ir.ops._infer import broadcast, const_operand, norm_axis, operand_type, same_as, trusted
+from ir.registry import SHAPE_FROM_DATA, Attr, TypeInferenceError, define
+from ir.types import Dim, DType, TensorType
+
+__all__: list[str] = []
+
+
+def _i(d: int) -> Attr:
+    return Attr("int", d)
+
+
+def _mul(a: Dim, b: Dim) -> Dim:
+    return a * b if isinstance(a, int) and isinstance(b, int) else "?"
+
+
+def _div(a: Dim, b: int) -> Dim:
+    return a // b if isinstance(a, int) else "?"
+
+
+define("Trilu", operands=(1, 2), infer=same_as(0), attrs={"upper": _i(1)},
+       doc="%y = Trilu(%x, %k) {upper = 0} : keeps the lower triangle (k-th diagonal) of the last two dims")
+define("CumSum", operands=2, infer=same_as(0), attrs={"exclusive": _i(0), "reverse": _i(0)})
+define("LpNormalization", operands=1, infer=same_as(0), attrs={"axis": _i(-1), "p": _i(2)})
+define("ScatterND", operands=3, infer=same_as(0), attrs={"reduction": Attr("str", "none")})
+define("ScatterElements", operands=3, infer=same_as(0), attrs={"axis": _i(0), "reduction": Attr("str", "none")})
+
+
+def _topk(op: Op) -> list[TensorType]:
+    x = operand_type(op, 0)
+    a = norm_axis(op.attrs.get("axis", -1), x.rank, op)
+    c = const_operand(op, 1)
+    k: Dim = int(c.reshape(-1)[0]) if c is not None else "?"
+    shape = x.shape[:a] + (k,) + x.shape[a + 1:]
+    return [x.with_shape(shape), TensorType(DType.i64, shape)]
+
+
+define("TopK", operands=2, infer=_topk, attrs={"axis": _i(-1), "largest": _i(1), "sorted": _i(1)})
+
+
+def _nonzero(op: Op) -> list[TensorType]:
+    return [TensorType(DType.i64, (operand_type(op, 0).rank, "?"))]
+
+
+define("NonZero", operands=1, infer=_nonzero, traits={SHAPE_FROM_DATA},
+       doc="%i = NonZero(%x) : (tensor<3x4xf32>) -> tensor<2x?xi64>  (the count is data dependent)")
+
+
+def _onehot(op: Op) -> list[TensorType]:
+    idx, values = operand_type(op, 0), operand_type(op, 2)
+    c = const_operand(op, 1)
+    depth: Dim = int(c.reshape(-1)[0]) if c is not None else "?"
+    a = norm_axis(op.attrs.get("axis", -1), idx.rank + 1, op)
+    shape = idx.shape[:a] + (depth,) + idx.shape[a:]
+    return [TensorType(values.dtype, shape)]
+
+
+define("OneHot", operands=3, infer=_onehot, attrs={"axis": _i(-1)})
+
+
+def _gather_nd(op: Op) -> list[TensorType]:
+    data, idx = operand_type(op, 0), operand_type(op, 1)
+    b = op.attrs.get("batch_dims", 0)
+    last = idx.shape[-1]
+    if not isinstance(last, int):
+        return trusted(op, "GatherND index depth is symbolic")
+    return [data.with_shape(idx.shape[:-1] + data.shape[b + last:])]
+
+
+define("GatherND", operands=2, infer=_gather_nd, attrs={"batch_dims": _i(0)})
+
+
+def _depth_to_space(op: Op) -> list[TensorType]:
+    x = operand_type(op, 0)
+    b = op.attrs["blocksize"]
+    n, c, h, w = x.shape
+    return [x.with_shape((n, _div(c, b * b), _mul(h, b), _mul(w, b)))]
+
+
+def _space_to_depth(op: Op) -> list[TensorType]:
+    x = operand_type(op, 0)
+    b = op.attrs["blocksize"]
+    n, c, h, w = x.shape
+    return [x.with_shape((n, _mul(c, b * b), _div(h, b), _div(w, b)))]
+
+
+define("DepthToSpace", operands=1, infer=_depth_to_space,
+       attrs={"blocksize": Attr("int", required=True), "mode": Attr("str", "DCR")})
+define("SpaceToDepth", operands=1, infer=_space_to_depth, attrs={"blocksize": Attr("int", required=True)})
+
+
+def _eye_like(op: Op) -> list[TensorType]:
+    x = operand_type(op, 0)
+    dt = op.attrs.get("dtype")
+    return [x.with_dtype(DType.from_onnx(dt)) if dt is not None else x]
+
+
+define("EyeLike", operands=1, infer=_eye_like, attrs={"dtype": Attr("int"), "k": _i(0)})
+
+
+def _einsum(op: Op) -> list[TensorType]:
+    eq = op.attrs["equation"].replace(" ", "")
+    lhs, _, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    ts = [v.type for v in op.operands if v is not None]
+    if len(terms) != len(ts):
+        raise TypeInferenceError(f"Einsum {eq!r} names {len(terms)} operands, got {len(ts)}")
+    dims: dict[str, Dim] = {}
+    ell_shapes = []
+    counts: dict[str, int] = {}
+    for term, t in zip(terms, ts):
+        letters = term.replace("...", "")
+        n_ell = t.rank - len(letters) if "..." in term else 0
+        pre, _, post = term.partition("...") if "..." in term else (term, "", "")
+        ell_shapes.append(t.shape[len(pre):len(pre) + n_ell])
+        for ch, d in zip(pre + post, t.shape[:len(pre)] + t.shape[len(pre) + n_ell:]):
+            counts[ch] = counts.get(ch, 0) + 1
+            if ch not in dims or dims[ch] == 1:
+                dims[ch] = d
+            elif isinstance(d, int) and isinstance(dims[ch], int) and d not in (1, dims[ch]):
+                raise TypeInferenceError(f"Einsum {eq!r}: label {ch} is {dims[ch]} and {d}")
+    ell = broadcast(ell_shapes) if any(ell_shapes) else ()
+    if not _:
+        rhs = ("..." if any("..." in t for t in terms) else "") + "".join(
+            sorted(ch for ch, n in counts.items() if n == 1))
+    pre, _e, post = rhs.partition("...")
+    shape = tuple(dims[ch] for ch in pre) + (tuple(ell) if _e else ()) + tuple(dims[ch] for ch in post)
+    return [TensorType(ts[0].dtype, shape)]
+
+
+define("Einsum", operands=(1, None), infer=_einsum, attrs={"equation": Attr("str", required=True)})
+
+
+# --- ONNX-ML ------------------------------------------------------------------------
+def _array_feature_extractor(op: Op) -> list[TensorType]:
+    """Follows onnx.reference / onnxruntime: a rank-1 input gives a [1, n] result."""
+    data, idx = operand_type(op, 0), operand_type(op, 1)
+    if idx.rank == 1 or (idx.rank == 2 and idx.shape[0] == 1):
+        add: Dim = idx.shape[-1]
+    elif idx.rank == 2 and not isinstance(idx.shape[0], int):
+        add = "?"  # [1, n] gives n, [m, n] gives m*n: unknown until m is
+    else:
+        add = math.prod(idx.shape) if idx.is_static else "?"
+    shape = (1, add) if data.rank == 1 else data.shape[:-1] + (add,)
+    return [data.with_shape(shape)]
+
+
+define("ai.onnx.ml.ArrayFeatureExtractor", operands=2, infer=_array_feature_extractor,
+       doc="%y = ai.onnx.ml.ArrayFeatureExtractor(%classes, %i) : (tensor<10xi64>, tensor<Nx1xi64>) -> tensor<1x?xi64>")
