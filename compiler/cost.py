@@ -9,8 +9,8 @@ Three engines, three formulas (all SoC numbers come from `compiler.soc`):
   a per-tile overhead and a setup cost.  Memory is what the tile plan moves:
   operand A is streamed once per column of tiles, B once per row of tiles.
 - **Vector** — ``elements / lanes / cores`` (lanes = vector bytes per cycle /
-  itemsize; a matmul on Vector counts its MACs as elements) plus bytes / DDR
-  bandwidth.
+  itemsize; a matmul on Vector counts its MACs divided by the SoC's Vector
+  matmul efficiency) plus bytes / DDR bandwidth.
 - **AICPU** — launch overhead, a DDR round trip of every operand and result,
   and the Vector compute time times the seed's ~50x slowdown.
 
@@ -202,10 +202,10 @@ def _cube_seconds(op: Op, soc: Soc, g: Gemm) -> tuple[float, int]:
     return seconds, int(cycles)
 
 
-def _vector_work(op: Op) -> int:
+def _vector_work(op: Op, soc: Soc) -> float:
     g = gemm_dims(op)
-    if g is not None:
-        return g.macs
+    if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency
+        return g.macs / soc.vector_matmul_efficiency
     return max([_numel(_type(v)) for v in op.operands] + [_numel(r.type) for r in op.results] + [1])
 
 
@@ -213,7 +213,7 @@ def _vector_compute(op: Op, soc: Soc) -> float:
     """Vector-unit cycles for `op` (no launch, no memory)."""
     t = _type(op.operands[0]) if op.operands and op.operands[0] is not None else op.results[0].type
     lanes = soc.vector_lanes(t.dtype.itemsize if t is not None else 4)
-    return soc.vector_setup_cycles + math.ceil(_vector_work(op) / lanes) / soc.ai_cores
+    return soc.vector_setup_cycles + math.ceil(_vector_work(op, soc) / lanes) / soc.ai_cores
 
 
 def op_seconds(op: Op, soc: Soc, engine: str) -> OpCost:

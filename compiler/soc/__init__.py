@@ -47,6 +47,7 @@ class Soc:
     max_cube_block: int
     vector_bytes_per_cycle: int
     vector_setup_cycles: float
+    vector_matmul_efficiency: float
     vector_dtypes: frozenset[str]
     vector_ops: frozenset[str] = field(repr=False)
     kernel_launch_s: float
@@ -131,6 +132,7 @@ def load_soc(name: str | None = None) -> Soc:
         max_cube_block=int(_v(cube["max_block"])),
         vector_bytes_per_cycle=int(_v(vec["bytes_per_cycle"])),
         vector_setup_cycles=float(_v(vec["setup_cycles"])),
+        vector_matmul_efficiency=float(_v(vec["matmul_efficiency"])),
         vector_dtypes=frozenset(_v(vec["dtypes"])),
         vector_ops=frozenset(_v(vec["ops"])),
         kernel_launch_s=float(_v(raw["kernel_launch_us"])) * 1e-6,
