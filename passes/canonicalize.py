@@ -94,7 +94,7 @@ def fold_constants(graph: Graph, op: Op, ctx: PassContext) -> bool:
         if a.size > MAX_FOLD_ELEMENTS:
             return False
         new.append(graph.const(np.ascontiguousarray(a), name=r.name))
-    replace_op(graph, op, new)
+    replace_op(graph, op, new, inherit_names=True)
     ctx.count("canonicalize", "folded_constants")
     return True
 
@@ -111,7 +111,7 @@ def fold_shape(graph: Graph, op: Op, ctx: PassContext) -> bool:
     dims = _shape_dims(op)
     if not all(isinstance(d, int) for d in dims):
         return False
-    replace_op(graph, op, [graph.const(np.array(dims, np.int64), name=op.result.name)])
+    replace_op(graph, op, [graph.const(np.array(dims, np.int64), name=op.result.name)], inherit_names=True)
     ctx.count("canonicalize", "folded_shapes")
     return True
 
@@ -128,7 +128,7 @@ def fold_gather_of_shape(graph: Graph, op: Op, ctx: PassContext) -> bool:
     if not all(isinstance(d, int) for d in picked):
         return False
     arr = np.array(picked, np.int64).reshape(idx.shape)
-    replace_op(graph, op, [graph.const(arr, name=op.result.name)])
+    replace_op(graph, op, [graph.const(arr, name=op.result.name)], inherit_names=True)
     ctx.count("canonicalize", "folded_shapes")
     return True
 

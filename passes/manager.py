@@ -53,6 +53,9 @@ class PipelineError(UsageError, ValueError):
     """The pipeline text is malformed or names an unknown pass/option/value."""
 
 
+INPUT = "(input)"
+
+
 class PassFailure(RuntimeError):
     """A pass raised, or left IR that does not verify."""
 
@@ -64,7 +67,10 @@ class PassFailure(RuntimeError):
         after = f"after {', '.join(before)}" if before else "as the first pass"
         where = f"; its input IR is in {dump_path}" if dump_path else ""
         what = "left IR that does not verify" if isinstance(cause, VerifyError) else "failed"
-        super().__init__(f"pass '{pass_name}' ({after}) {what}: {type(cause).__name__}: {cause}{where}")
+        if pass_name == INPUT:
+            super().__init__(f"the input IR does not verify (no pass has run): {cause}")
+        else:
+            super().__init__(f"pass '{pass_name}' ({after}) {what}: {type(cause).__name__}: {cause}{where}")
 
 
 @dataclass
@@ -273,7 +279,7 @@ class PassManager:
             try:
                 self._verify(graph)
             except VerifyError as e:
-                raise PassFailure("(input)", [], None, e) from e
+                raise PassFailure(INPUT, [], None, e) from e
         done: list[str] = []
         for i, p in enumerate(self.passes, start=1):
             # a cheap snapshot (arrays shared) so a failure can show the IR the pass was given
