@@ -32,14 +32,14 @@ _PLAIN_SYM = re.compile(r"^(\?|[A-Z][A-Z0-9_]*)$")
 
 
 def format_value_name(name: str) -> str:
-    return "%" + (name if _PLAIN_NAME.match(name) else json.dumps(name))
+    return "%" + (name if _PLAIN_NAME.match(name) else json.dumps(name, ensure_ascii=False))
 
 
 def format_type(t: TensorType | None) -> str:
     if t is None:
         return "none"
     dims = "".join(
-        f"{d}x" if isinstance(d, int) or _PLAIN_SYM.match(d) else f"{json.dumps(d)}x" for d in t.shape
+        f"{d}x" if isinstance(d, int) or _PLAIN_SYM.match(d) else f"{json.dumps(d, ensure_ascii=False)}x" for d in t.shape
     )
     return f"tensor<{dims}{t.dtype.value}>"
 
@@ -58,9 +58,9 @@ def _format_scalar(x: Any) -> str:
         s = str(x) if isinstance(x, (np.float32, np.float16)) else repr(f)
         return s if any(c in s for c in ".e") else s + ".0"
     if isinstance(x, (str, np.str_)):
-        return json.dumps(str(x))
+        return json.dumps(str(x), ensure_ascii=False)
     if isinstance(x, bytes):
-        return json.dumps(x.decode("utf-8", "replace"))
+        return json.dumps(x.decode("utf-8", "replace"), ensure_ascii=False)
     raise TypeError(f"cannot print attribute value {x!r} of type {type(x).__name__}")
 
 
@@ -72,7 +72,7 @@ def _format_array(a: np.ndarray, key: str, resources: dict[str, np.ndarray] | No
         return f"dense<[{body}]> : {format_type(t)}"
     if resources is not None:
         resources[key] = a
-    return f"dense_resource<{json.dumps(key)}> : {format_type(t)}"
+    return f"dense_resource<{json.dumps(key, ensure_ascii=False)}> : {format_type(t)}"
 
 
 def format_attr(value: Any, key: str = "", resources: dict[str, np.ndarray] | None = None) -> str:
@@ -110,7 +110,7 @@ def print_graph(g: Graph, resources: dict[str, np.ndarray] | None = None) -> str
     outs = ", ".join(format_type(v.type) for v in g.outputs)
     gattrs = _format_attrs(g.attrs, f"@{g.name}", resources)
     gattrs = f" attributes{gattrs}" if gattrs else ""
-    name = g.name if _PLAIN_NAME.match(g.name) else json.dumps(g.name)
+    name = g.name if _PLAIN_NAME.match(g.name) else json.dumps(g.name, ensure_ascii=False)
     lines = [f"graph @{name}({args}) -> ({outs}){gattrs} {{"]
     lines += [f"  {print_op(op, resources)}" for op in g.ops]
     ret = ", ".join(format_value_name(v.name) for v in g.outputs)
