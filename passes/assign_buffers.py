@@ -36,10 +36,16 @@ kernels allocate their own outputs).
     %2 = Relu(%1) {inplace = 1, offsets = [0]} : ...
     %3 = Reshape(%2, %s) {allowzero = 0, offsets = [0]} : ...
 
-Graph attrs: ``arena_bytes``, ``lower_bound_bytes`` (the most bytes live at any
-one step — no plan of these buffers can be smaller), ``naive_bytes`` (every
-activation its own buffer), ``weights_bytes``.  If weights + arena exceed the
-SoC's DDR or ``ctx.options["mem_limit"]``, the pass raises `MemoryBudgetError`.
+Graph attrs: ``arena_bytes``, ``lower_bound_bytes`` (the most bytes of buffers
+live at any one step, after aliasing — no placement of these buffers can be
+smaller), ``naive_bytes`` (every activation its own buffer), ``weights_bytes``;
+the same numbers go to ``ctx.stats["memory"]``.  If weights + arena exceed the
+SoC's DDR (``ctx.soc.ddr_bytes``) or ``ctx.options["mem_limit"]``, the pass
+raises `MemoryBudgetError` (exit code 3).
+
+Options: ``alignment`` (bytes, default 32), ``inplace`` and ``views`` (turn the
+two kinds of aliasing off), ``search`` (local-search rounds; 0 = greedy only):
+``assign-buffers{alignment=64,inplace=false}``.
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ from passes.assign_buffers import AssignBuffers
 from tests.memory.randgraph import alias_groups, graphs, live_ranges, run_in_arena, run_reference
 
 OPTIONS = st.builds(
-    AssignBuffers, alignment=st.sampled_from([1, 4, 32, 64]), inplace=st.booleans(), views=st.booleans()
+    AssignBuffers,
+    alignment=st.sampled_from([1, 4, 32, 64]),
+    inplace=st.booleans(),
+    views=st.booleans(),
+    search=st.sampled_from([0, 200]),
 )
 
 
