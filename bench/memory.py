@@ -4,6 +4,7 @@
 
     python -m bench.memory                       # canonicalize,fuse then assign-buffers
     python -m bench.memory --pipeline="assign-buffers{inplace=false}" --models resnet50
+    python -m bench.memory --pipeline="canonicalize,fuse,tile{size=256},place,assign-buffers"
 
 Sizes in MiB (2^20 bytes); "arena/LB" is arena over lower bound, "saving" is
 the arena against naive.
@@ -33,17 +34,19 @@ def light_models() -> list[Path]:
     return sorted(LIGHT.glob("*.onnx"))
 
 
-def plan_model(path: Path, pipeline: str) -> dict:
+def plan_model(path: Path, pipeline: str, soc: str = "Ascend310P3") -> dict:
     from compiler.pipeline import run_pipeline
+    from compiler.soc import load_soc
 
     g = import_onnx(path)
-    run_pipeline(g, pipeline, PassContext())
+    run_pipeline(g, pipeline, PassContext(soc=load_soc(soc)))
     return {"model": path.stem.removeprefix("light_"), "ops": g.count() - g.count("const"), **plan_summary(g)}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pipeline", default=DEFAULT_PIPELINE, help=f"passes to run (default {DEFAULT_PIPELINE!r})")
+    ap.add_argument("--soc_version", default="Ascend310P3")
     ap.add_argument("--models", nargs="*", help="only these models (e.g. resnet50 vgg19)")
     args = ap.parse_args(argv)
     if "assign-buffers" not in args.pipeline:
@@ -58,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t = time.perf_counter()
         try:
-            r = plan_model(path, args.pipeline)
+            r = plan_model(path, args.pipeline, args.soc_version)
         except Exception as e:  # noqa: BLE001  (one broken model must not hide the others)
             print(f"{path.stem.removeprefix('light_'):<14} failed: {type(e).__name__}: {e}".splitlines()[0])
             continue

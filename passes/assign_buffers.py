@@ -41,7 +41,8 @@ live at any one step, after aliasing — no placement of these buffers can be
 smaller), ``naive_bytes`` (every activation its own buffer), ``weights_bytes``;
 the same numbers go to ``ctx.stats["memory"]``.  If weights + arena exceed the
 SoC's DDR (``ctx.soc.ddr_bytes``) or ``ctx.options["mem_limit"]``, the pass
-raises `MemoryBudgetError` (exit code 3).
+raises `MemoryBudgetError` (exit code 3); static-shape results kept out of the
+arena count against the budget too.
 
 Options: ``alignment`` (bytes, default 32), ``inplace`` and ``views`` (turn the
 two kinds of aliasing off), ``search`` (local-search rounds; 0 = greedy only):
@@ -265,12 +266,24 @@ class AssignBuffers(Pass):
             "inplace_ops": len(inplace_ops),
             "views": sum(len(b.members) - 1 for b in bufs) - len(inplace_ops),
         })
-        _check_budget(stats["weights_bytes"], arena, ctx)
+        _check_budget(stats["weights_bytes"], arena, _outside_bytes(graph), ctx)
         return _snapshot(graph) != before
 
 
 def _activations(graph: Graph) -> list[Value]:
     return [r for op in graph.ops for r in op.results if _in_arena(r)]
+
+
+def _outside_bytes(graph: Graph) -> int:
+    """Bytes of static-shape results kept out of the arena (opaque/AICPU ops):
+    they need memory too, so the budget counts them."""
+    return sum(
+        r.type.nbytes
+        for op in graph.ops
+        if op.kind != "const"
+        for r in op.results
+        if not _in_arena(r) and r.type.is_static and r.type.dtype is not DType.str
+    )
 
 
 def _snapshot(graph: Graph) -> tuple:
@@ -280,7 +293,7 @@ def _snapshot(graph: Graph) -> tuple:
     )
 
 
-def _check_budget(weights: int, arena: int, ctx: PassContext) -> None:
+def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext) -> None:
     limits: list[tuple[int, str]] = []
     ddr = getattr(ctx.soc, "ddr_bytes", None)
     if isinstance(ddr, int) and ddr > 0:
@@ -288,13 +301,13 @@ def _check_budget(weights: int, arena: int, ctx: PassContext) -> None:
     mem_limit = ctx.options.get("mem_limit")
     if mem_limit is not None:
         limits.append((int(mem_limit), "mem_limit"))
-    total = weights + arena
+    total = weights + arena + outside
+    parts = f"weights {format_bytes(weights)} + activation arena {format_bytes(arena)}"
+    if outside:
+        parts += f" + outputs of AICPU/opaque ops outside the arena {format_bytes(outside)}"
     for budget, what in sorted(limits):
         if total > budget:
-            raise MemoryBudgetError(
-                f"weights {format_bytes(weights)} + activation arena {format_bytes(arena)} "
-                f"= {format_bytes(total)} exceeds {format_bytes(budget)}, {what}"
-            )
+            raise MemoryBudgetError(f"{parts} = {format_bytes(total)} exceeds {format_bytes(budget)}, {what}")
 
 
 def plan_summary(graph: Graph) -> dict[str, Any]:

@@ -86,3 +86,12 @@ def test_format_bytes_units() -> None:
     assert format_bytes(100) == "100 bytes"
     assert format_bytes(3 << 20) == "3.0 MiB (3145728 bytes)"
     assert format_bytes(8 << 30) == "8.0 GiB (8589934592 bytes)"
+
+
+def test_results_outside_the_arena_count_against_the_budget() -> None:
+    g = mlp()
+    # an AICPU op's 4 KiB result is not in the arena but still needs memory
+    g.outputs.append(g.add_op("Neg", [g.outputs[0]], {"engine": "aicpu"}).result)
+    AssignBuffers().run(g, PassContext(options={"mem_limit": WEIGHTS + ARENA + 4096}))
+    with pytest.raises(MemoryBudgetError, match=r"outside the arena 4.0 KiB \(4096 bytes\)"):
+        AssignBuffers().run(g, PassContext(options={"mem_limit": WEIGHTS + ARENA + 4095}))
