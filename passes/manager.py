@@ -153,6 +153,12 @@ def _options(cls: type[Pass]) -> dict[str, Any]:
     return {f.name: hints.get(f.name, str) for f in dataclasses.fields(cls) if f.init}
 
 
+def _type_name(t: Any) -> str:
+    if isinstance(t, type) and not typing.get_args(t):
+        return t.__name__
+    return str(t).replace("typing.", "")
+
+
 def _make_pass(item: str) -> Pass:
     name, _, rest = item.partition("{")
     name = name.strip()
@@ -168,7 +174,7 @@ def _make_pass(item: str) -> Pass:
             key, eq, raw = opt.partition("=")
             key = key.strip()
             if key not in fields:
-                valid = ", ".join(f"{k}: {getattr(t, '__name__', t)}" for k, t in fields.items()) or "none"
+                valid = ", ".join(f"{k}: {_type_name(t)}" for k, t in fields.items()) or "none"
                 raise PipelineError(f"pass {name!r} has no option {key!r}; its options: {valid}")
             if not eq:
                 if fields[key] is bool:

@@ -1,0 +1,124 @@
+"""canonicalize + fuse on real exporters' graphs: torch's and skl2onnx's MLPs
+become one fused.matmul_add_relu per hidden layer (and still compute the
+same as onnxruntime); ResNet-50 (the onnx package's light model) loses every
+BatchNormalization and has each Conv+Relu fused."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from compiler.frontend import import_onnx
+from passes import PassContext
+from passes.manager import PassManager
+from tests.passes._eval import run_graph
+
+RESNET = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light" / "light_resnet50.onnx"
+
+
+def _kinds(g) -> Counter:
+    return Counter(op.kind for op in g.ops if op.kind != "const")
+
+
+def _optimize(model, **kw):
+    g = import_onnx(model, **kw)
+    ctx = PassContext()
+    PassManager.parse("canonicalize,fuse", verify_each=True).run(g, ctx)
+    return g, ctx
+
+
+def _ort(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.fixture(scope="module")
+def torch_mlp() -> onnx.ModelProto:
+    import torch  # a test-only tool
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Dropout(0.2),
+        torch.nn.Linear(32, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10),
+    ).eval()
+    f = io.BytesIO()
+    torch.onnx.export(net, (torch.zeros(3, 64),), f, dynamo=False, input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "N"}, "logits": {0: "N"}}, opset_version=17)
+    return onnx.load_from_string(f.getvalue())
+
+
+def test_torch_mlp_hidden_layers_fuse(torch_mlp):
+    g, ctx = _optimize(torch_mlp)
+    k = _kinds(g)
+    assert k["fused.matmul_add_relu"] == 2 and k["fused.matmul_add"] == 1
+    assert not {"Gemm", "Relu", "Add", "MatMul", "Dropout", "Identity"} & set(k)
+    assert ctx.stats["fusion"]["matmul_add_relu"] == 2
+    assert [v.name for v in g.outputs] == ["logits"]
+    assert g.outputs[0].type.shape[0] == "N"
+
+
+def test_torch_mlp_same_outputs_as_onnxruntime(torch_mlp):
+    x = np.random.default_rng(1).standard_normal((5, 64)).astype(np.float32)
+    g, _ = _optimize(torch_mlp, input_shapes={"x": [5, 64]})
+    (got,) = run_graph(g, {"x": x})
+    (want,) = _ort(torch_mlp, {"x": x})
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def skl_mlp():
+    from skl2onnx import to_onnx
+    from sklearn.datasets import load_digits
+    from sklearn.neural_network import MLPClassifier
+
+    X, y = load_digits(return_X_y=True)
+    X = (X / 16.0).astype(np.float32)
+    clf = MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=60, random_state=0).fit(X[:600], y[:600])
+    return to_onnx(clf, X[:1], options={id(clf): {"zipmap": False}}, target_opset=17), X[600:620]
+
+
+def test_skl2onnx_mlp_hidden_layers_fuse(skl_mlp):
+    model, _ = skl_mlp
+    before = _kinds(import_onnx(model))
+    assert before["Relu"] == 2  # the two hidden layers
+    g, _ = _optimize(model)
+    k = _kinds(g)
+    assert k["fused.matmul_add_relu"] == 2
+    assert k["Relu"] == 0
+    # the output layer's MatMul+Add fuses too; what Adds remain are not a hidden layer's bias
+    for op in g.ops:
+        if op.kind == "Add":
+            assert not any(v.producer is not None and v.producer.kind == "MatMul" for v in op.operands)
+
+
+def test_skl2onnx_mlp_same_outputs_as_onnxruntime(skl_mlp):
+    model, X = skl_mlp
+    name = model.graph.input[0].name
+    g, _ = _optimize(model, input_shapes={name: list(X.shape)})
+    got = run_graph(g, {name: X})
+    want = _ort(model, {name: X})
+    np.testing.assert_array_equal(got[0], want[0])  # labels
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-5)  # probabilities
+
+
+def test_resnet50_bn_folded_and_conv_relu_fused():
+    g = import_onnx(RESNET)
+    before = _kinds(g)
+    ctx = PassContext()
+    PassManager.parse("canonicalize,fuse", verify_each=True).run(g, ctx)
+    after = _kinds(g)
+    assert before["BatchNormalization"] == 53 and after["BatchNormalization"] == 0
+    assert ctx.stats["canonicalize"]["bn_into_conv"] == 53
+    # every Relu left reads a residual Sum (not a Conv): all Conv+Relu pairs fused
+    for op in g.ops:
+        if op.kind == "Relu":
+            assert op.operands[0].producer.kind != "Conv"
+    assert after["fused.conv"] == ctx.stats["fusion"]["conv_relu"] == before["Relu"] - after["Relu"]
+    assert after["fused.conv"] + after["Conv"] == before["Conv"]
+    assert sum(after.values()) < sum(before.values())
