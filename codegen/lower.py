@@ -152,11 +152,13 @@ class _Lowering:
                 step["opset"] = int(opset)
             p.steps.append(step)
         # values the planner did not place (or no planner at all): one fresh region each
-        pos = -(-arena_end // TRIVIAL_ALIGN) * TRIVIAL_ALIGN
-        for a, nb in pending:
-            p.activations[a]["offset"] = pos
-            pos += -(-max(nb, 1) // TRIVIAL_ALIGN) * TRIVIAL_ALIGN
-        arena = max(pos, arena_end)
+        arena = arena_end
+        if pending:
+            pos = -(-arena_end // TRIVIAL_ALIGN) * TRIVIAL_ALIGN
+            for a, nb in pending:
+                p.activations[a]["offset"] = pos
+                pos += -(-max(nb, 1) // TRIVIAL_ALIGN) * TRIVIAL_ALIGN
+            arena = pos
         for v in g.outputs:
             p.outputs.append({"name": v.name, "dtype": v.type.dtype.value, "shape": _shape_json(v), "ref": self.ref(v)})
         weights_bytes = int(sum(w.nbytes for w in p.weights.values() if w.dtype != object))
