@@ -133,3 +133,10 @@ def test_undefined_tensor_is_reported():
                           [helper.make_tensor_value_info("y", F, [2])])
     with pytest.raises(UnsupportedModelError, match="ghost"):
         import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_opaque_op_without_any_type_is_a_clear_error():
+    m = one_node_model("Normalizer", {"x": (F, ["N", 3])}, ["y"], domain="ai.onnx.ml",
+                       extra_opsets={"ai.onnx.ml": 1}, norm="L2")
+    with pytest.raises(UnsupportedModelError, match=r"ai\.onnx\.ml\.Normalizer \(node 'normalizer_0', opset 1\).*'y'"):
+        import_onnx(m)
