@@ -5,9 +5,9 @@ manager.
     run_pipeline(graph, default_pipeline("force_fp32"), ctx, verify_each=True)
     # -> [{"name": "canonicalize", "seconds": 0.012, "changed": True}, ...]
 
-The precision modes differ in what the passes after ``fuse`` do: ``quantize``
-only runs for ``allow_quantize``; the fp16 modes are read from
-``ctx.options["precision_mode"]`` by the passes that care (place, codegen).
+The precision modes differ in the passes after ``fuse``: ``quantize`` only
+runs for ``allow_quantize``, ``cast-precision`` only for the fp16 modes (it
+reads ``ctx.options["precision_mode"]`` to tell them apart).
 """
 
 from __future__ import annotations
@@ -25,12 +25,15 @@ __all__ = ["DEFAULT_PIPELINES", "PRECISION_MODES", "default_pipeline", "format_t
 
 log = logging.getLogger("atcpy")
 
-_FLOAT = "canonicalize,fuse,tile{size=256},place,assign-buffers"
+_FP32 = "canonicalize,fuse,tile{size=256},place,assign-buffers"
+# cast-precision reads the mode from ctx.options["precision_mode"]; it runs on
+# fused ops, before tiling/placement so the casts it adds are placed too.
+_FP16 = "canonicalize,fuse,cast-precision,tile{size=256},place,assign-buffers"
 DEFAULT_PIPELINES: dict[str, str] = {
-    "force_fp32": _FLOAT,
-    "must_keep_origin_dtype": _FLOAT,
-    "force_fp16": _FLOAT,
-    "allow_fp32_to_fp16": _FLOAT,
+    "force_fp32": _FP32,
+    "must_keep_origin_dtype": _FP32,
+    "force_fp16": _FP16,
+    "allow_fp32_to_fp16": _FP16,
     "allow_quantize": "canonicalize,fuse,tile{size=256},quantize,place,assign-buffers",
 }
 PRECISION_MODES = tuple(DEFAULT_PIPELINES)

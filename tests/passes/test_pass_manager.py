@@ -126,6 +126,8 @@ def test_default_pipelines_only_hold_registered_passes():
         parse_pipeline(text)  # every name registered, every option valid
     assert "quantize" in DEFAULT_PIPELINES["allow_quantize"]
     assert "quantize" not in DEFAULT_PIPELINES["force_fp32"]
+    assert "cast-precision" in DEFAULT_PIPELINES["force_fp16"]
+    assert "cast-precision" not in DEFAULT_PIPELINES["must_keep_origin_dtype"]
     with pytest.raises(Exception, match="precision_mode"):
         default_pipeline("fp8")
 
