@@ -9,7 +9,14 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from runtime.kernels.quant import (
-    KERNELS, dequantize, epilogue, int8_conv, int8_matmul, quantize, requantize, scale_from_amax,
+    KERNELS,
+    dequantize,
+    epilogue,
+    int8_conv,
+    int8_matmul,
+    quantize,
+    requantize,
+    scale_from_amax,
 )
 
 floats = st.floats(-1e4, 1e4, allow_nan=False, width=32)
@@ -83,7 +90,7 @@ def test_int8_matmul_worst_case_magnitudes_are_exact() -> None:
 
 def _conv_ref(x: np.ndarray, w: np.ndarray, strides, pads, dil, group) -> np.ndarray:
     """Direct int64 convolution (loops over output positions), ONNX semantics."""
-    n, c, h, wd = x.shape
+    n = x.shape[0]
     m, cg, kh, kw = w.shape
     xp = np.pad(x.astype(np.int64), [(0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])])
     oh = (xp.shape[2] - dil[0] * (kh - 1) - 1) // strides[0] + 1
