@@ -81,7 +81,8 @@ def filecheck(checks: str, output: str, check_name: str) -> tuple[int, str]:
     from filecheck.parser import Parser, pattern_for_opts
 
     err = io.StringIO()
-    with contextlib.redirect_stderr(err):
+    # filecheck reports on stderr (and prints some debug lines on stdout): keep both
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(err):
         opts = Options(match_filename=check_name, input_file="atcpy-opt-output")
         parser = Parser(opts, io.StringIO(checks), *pattern_for_opts(opts))
         matcher = Matcher(opts, FInput("atcpy-opt-output", FInput.canonicalize_line_ends(output)), parser)
