@@ -161,7 +161,7 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
         print(f"atcpy precheck success: {args.model} can be compiled for {args.soc_version}.")
         return 0
     exe = compile_model(args.model, soc_version=args.soc_version, **opts)
-    report = exe.report
+    report = exe.full_report  # with wall times; the .om keeps a copy without them
     if args.pass_timing:
         from compiler.pipeline import format_timing
 
