@@ -210,7 +210,8 @@ def entropy_amax(h: Histogram, levels: int = LEVELS, stride: int | None = None) 
         return float(h.edges[last])
     stride = stride or max(1, (last - levels) // 1024)
     best, best_i = np.inf, last
-    for i in range(levels, last + 1, stride):
+    # every stride-th edge, and always `last` itself (no clipping at all)
+    for i in [*range(levels, last, stride), last]:
         p = counts[:i].copy()
         p[-1] += counts[i:].sum()
         starts = np.linspace(0, i, levels + 1).astype(np.int64)[:-1]
