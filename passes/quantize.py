@@ -34,7 +34,6 @@ hand-written IR tests: ``quantize{default_amax=4.0}``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -49,7 +48,7 @@ from passes.base import Pass, PassContext, register
 from runtime.kernels.quant import quantize as quantize_array
 from runtime.kernels.quant import scale_from_amax
 
-__all__ = ["CUBE_KINDS", "Quantize", "cube_activation", "parse_keep_dtype"]
+__all__ = ["CUBE_KINDS", "Quantize", "kept", "parse_keep_dtype"]
 
 MATMUL_KINDS = ("MatMul", "Gemm", "fused.matmul_add_relu", "fused.matmul_add", "fused.matmul_relu")
 CONV_KINDS = ("Conv", "fused.conv")
@@ -93,11 +92,6 @@ class _Plan:
     bias: np.ndarray | None  # float, one per output channel
     act: str
     attrs: dict[str, Any]
-
-
-def cube_activation(op: Op) -> Value | None:
-    """The activation operand of a Cube op that `_plan` can quantize (else None)."""
-    return _plan(op) and op.operands[0]  # type: ignore[return-value]
 
 
 def _per_channel(b: np.ndarray | None, n: int) -> np.ndarray | None | bool:
@@ -292,7 +286,3 @@ class Quantize(Pass):
                 apply_rules(graph, FOLD_RULES, ctx)
         return changed
 
-
-def quantized_layers(graph: Graph) -> Iterable[Op]:
-    """The integer Cube ops of a quantized graph (their results carry the float names)."""
-    return (op for op in graph.ops if op.kind in ("quant.matmul", "quant.conv"))
