@@ -40,6 +40,11 @@ log = logging.getLogger("atcpy.frontend")
 # Result placeholder for declared ops whose ONNX type is unknown: if inference hands it
 # back (a `trusted` result), the type is truly unknown.
 _UNKNOWN = TensorType(DType.f32, ("<unknown>",))
+# Import-time folding: results up to this many elements; never ops whose value is not a
+# function of their operands.
+_FOLD_LIMIT = 4096
+_NO_IMPORT_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
+                             "Multinomial", "Bernoulli", "Dropout"})
 
 
 def tensor_to_array(t: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
@@ -231,6 +236,8 @@ class Importer:
             outputs.pop()
         names = [o or self.fresh(f"{node.name or kind}_unused") for o in outputs]
         opdef = lookup(kind)
+        if opdef is not None and self.fold_at_import(kind, operands, attrs, outputs):
+            return
         if opdef is not None:
             nb = NodeBuild(self, node, kind, self.lm.domain_opset(node.domain), operands, attrs, outputs)
             vals = normalize(nb)
@@ -269,6 +276,43 @@ class Importer:
         for o, v in zip(outputs, vals):
             if o:
                 self.env[o] = v
+
+    def fold_at_import(self, kind: str, operands: list[Value | None], attrs: dict[str, Any],
+                       outputs: list[str]) -> bool:
+        """Evaluate a node whose operands are all small constants (or a Shape of a static
+        tensor) now, so exporters' shape arithmetic (Shape→Slice→Concat→Reshape) gives
+        later ops constant operands and static types.  Large results are left to
+        canonicalize, so weights are not materialized twice."""
+        if not outputs or not all(outputs) or kind in _NO_IMPORT_FOLD:
+            return False
+        if kind == "Shape":
+            v = operands[0]
+            if v is None or not v.type.is_static:
+                return False
+            dims = np.array(v.type.shape, np.int64)
+            results = [dims[slice(attrs.get("start", 0), attrs.get("end"))]]
+        else:
+            consts = [None if v is None else v.producer for v in operands]
+            if not operands or any(o is not None and (o.kind != "const" or o.attrs["value"].size > _FOLD_LIMIT)
+                                   for o in consts if o is not None) or all(o is None for o in consts):
+                return False
+            from passes._onnx_eval import evaluate_op
+
+            probe = Op(kind, operands, [TensorType(DType.f32, ())] * len(outputs), dict(attrs), None)
+            try:
+                results = evaluate_op(probe, [None if o is None else o.attrs["value"] for o in consts],
+                                      opset=self.lm.opset)
+            except Exception:  # leave it to the normal path, which reports real problems
+                return False
+            finally:
+                probe.drop_operands()
+            if len(results) != len(outputs) or any(np.asarray(r).size > _FOLD_LIMIT for r in results):
+                return False
+        for name, arr in zip(outputs, results):
+            arr = np.asarray(arr)
+            t = TensorType(DType.from_numpy(arr.dtype), arr.shape)
+            self.env[name] = self.graph.insert(Op("const", [], [t], {"value": arr}, [name])).result
+        return True
 
     def constant(self, node: onnx.NodeProto) -> None:
         a = node.attribute[0] if node.attribute else None

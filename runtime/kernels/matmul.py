@@ -209,9 +209,12 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
         wm = w.reshape(g, mg, cg * kk)
         r4 = res.reshape(n, g, mg, length)
         if attrs.get("tile") and g == 1 and _tiled_matmul() is not None:
-            # the plan is for the implicit GEMM [pixels, Cin*K] x [Cin*K, Cout]
+            # the plan is for the implicit GEMM [pixels, Cin*K] x [Cin*K, Cout]; it runs as its
+            # transpose W[Cout, Cin*K] x cols[Cin*K, pixels] with the tile sizes swapped, the
+            # same orientation as the untiled product
+            tm, tn, tk = attrs["tile"]
             for i in range(n):
-                r4[i, 0] = matmul(cols[i, 0].T, wm[0].T, attrs).T
+                _tiled_matmul()(wm[0], cols[i, 0], [tn, tm, tk], out=r4[i, 0])
         else:
             np.matmul(wm, cols, out=r4)
     if b is not None:
