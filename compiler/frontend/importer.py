@@ -129,6 +129,7 @@ class Importer:
         name, i = hint, 0
         while name in self.onnx_names or name in taken:
             name, i = f"{hint}_{i}", i + 1
+        self.onnx_names.add(name)  # two fresh names asked for before either is used differ
         return name
 
     def helper_const(self, array: np.ndarray, hint: str) -> Value:
@@ -264,10 +265,21 @@ class Importer:
             if node.name:
                 attrs["name"] = node.name
             rtypes = []
+            named = node
+            if len(names) != sum(1 for o in outputs if o):
+                # absent optional outputs before a present one (LSTM's Y_h without Y): ONNX
+                # types them only under a name, so infer this node with our fresh names
+                named = onnx.NodeProto()
+                named.CopyFrom(node)
+                del named.output[:]
+                named.output.extend(names)
             for o in names:
                 t = self.onnx_type(o) if o in outputs else None
                 if t is None:
-                    t = self.node_level_type(node, operands, o)
+                    t = self.node_level_type(named, operands, o)
+                if t is None and o not in outputs:
+                    # an absent optional output nobody reads: its value is dropped at run time
+                    t = TensorType(DType.f32, ("?",))
                 if t is None:
                     self.problems.append(f"{where}: ONNX shape inference gives no type (or no rank) for {o!r}")
                     t = _UNKNOWN
@@ -302,7 +314,7 @@ class Importer:
             try:
                 results = evaluate_op(probe, [None if o is None else o.attrs["value"] for o in consts],
                                       opset=self.lm.opset)
-            except Exception:  # leave it to the normal path, which reports real problems
+            except Exception:  # noqa: BLE001  leave it to the normal path, which reports real problems
                 return False
             finally:
                 probe.drop_operands()

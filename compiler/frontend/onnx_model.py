@@ -75,18 +75,31 @@ def load_model(model: ModelLike) -> LoadedModel:
     for o in proto.opset_import:
         opsets["" if o.domain in DEFAULT_DOMAINS else o.domain] = int(o.version)
     if "" not in opsets:
-        if proto.ir_version >= 3:
+        if proto.ir_version >= 3 and any(n.domain in DEFAULT_DOMAINS for n in proto.graph.node):
             raise UnsupportedModelError("the model imports no default-domain (ai.onnx) opset")
-        opsets[""] = 1
-    if opsets[""] < MIN_OPSET:
-        raise UnsupportedModelError(
-            f"the model uses ai.onnx opset {opsets['']}; atcpy supports opset {MIN_OPSET} and up "
-            f"(upgrade it with onnx.version_converter.convert_version)"
-        )
+        # a graph of only ai.onnx.ml / training ops: no ai.onnx op reads this number
+        opsets[""] = 1 if proto.ir_version < 3 else onnx.defs.onnx_opset_version()
+    if opsets[""] < MIN_OPSET and any(n.domain in DEFAULT_DOMAINS for n in proto.graph.node):
+        proto = _upgrade(proto, opsets[""])
+        opsets[""] = MIN_OPSET
     if proto.functions:
         # model-local functions are plain subgraphs: inline them so every node is a schema op
         proto = onnx.inliner.inline_local_functions(proto)
     return LoadedModel(proto, base_dir, opsets)
+
+
+def _upgrade(proto: onnx.ModelProto, version: int) -> onnx.ModelProto:
+    """Opsets below `MIN_OPSET` are brought up to it with ONNX's version converter (the
+    ops that changed since, e.g. And/Or/Xor at 7 or Not at 1, keep their meaning)."""
+    import onnx.version_converter
+
+    try:
+        return onnx.version_converter.convert_version(proto, MIN_OPSET)
+    except Exception as e:  # noqa: BLE001  (the converter raises many kinds)
+        raise UnsupportedModelError(
+            f"the model uses ai.onnx opset {version}; atcpy supports opset {MIN_OPSET} and up, and "
+            f"onnx.version_converter cannot upgrade it: {str(e).splitlines()[0] if str(e) else e}"
+        ) from None
 
 
 def _parse(data: bytes, what: str) -> onnx.ModelProto:

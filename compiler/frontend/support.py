@@ -5,7 +5,7 @@ A node is
 - *declared* when its kind is in the op registry (first-class: inference, native kernels),
 - *opaque* when it is a valid ONNX op an `onnx.reference` kernel can run on the AICPU,
 - *unsupported* otherwise: subgraph attributes (If/Loop/Scan), sequence/map/optional
-  values, training-only ops, ops with no ONNX schema or no reference kernel, and
+  values, ops with no ONNX schema or no reference kernel, and
   element types the IR has no dtype for.
 
     classify_node(node, lm, types) -> ("unsupported", ["has a subgraph attribute 'body' ..."])
@@ -32,6 +32,15 @@ _SEQUENCE_OPS = frozenset({
     "SplitToSequence", "ConcatFromSequence", "SequenceMap", "Optional", "OptionalGetElement",
     "OptionalHasElement",
 })
+
+
+# non-default domains whose ops onnx.reference implements (the runtime's AICPU loaders);
+# the training ops (Adagrad, Adam, Momentum) are plain tensor arithmetic there.
+_REFERENCE_DOMAINS = {
+    "ai.onnx.ml": "onnx.reference.ops.aionnxml",
+    "ai.onnx.preview": "onnx.reference.ops.aionnx_preview",
+    TRAINING_DOMAIN: "onnx.reference.ops.aionnx_preview_training",
+}
 
 
 @dataclass(frozen=True)
@@ -68,10 +77,10 @@ def has_reference_kernel(domain: str, op_type: str, version: int) -> bool:
             from onnx.reference.ops import load_op
 
             load_op("", op_type, version)
-        elif dom == "ai.onnx.ml":
-            from onnx.reference.ops.aionnxml import load_op as load_ml
+        elif dom in _REFERENCE_DOMAINS:
+            import importlib
 
-            load_ml(dom, op_type, version)
+            importlib.import_module(_REFERENCE_DOMAINS[dom]).load_op(dom, op_type, version)
         else:
             return False
     except Exception:  # noqa: BLE001  (load_op raises many kinds)
@@ -95,8 +104,6 @@ def classify_node(node: onnx.NodeProto, lm: LoadedModel, types: dict[str, onnx.T
     for a in node.attribute:
         if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             reasons.append(f"has a subgraph attribute {a.name!r} (control flow is not supported by any engine)")
-    if node.domain == TRAINING_DOMAIN:
-        reasons.append("training-only op")
     if kind_of(node) == "BatchNormalization" and (
         sum(1 for o in node.output if o) > 1
         or any(a.name == "training_mode" and a.i for a in node.attribute)

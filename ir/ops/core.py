@@ -234,7 +234,7 @@ def _reduce(op: Op) -> list[TensorType]:
     if axes is None and len(op.operands) > 1 and op.operands[1] is not None:
         c = const_operand(op, 1)
         if c is None:
-            return trusted(op, "reduction axes are not constant")
+            return _reduce_dynamic_axes(op, x)
         axes = [int(a) for a in c.reshape(-1)]
     if not axes:
         if op.attrs.get("noop_with_empty_axes", 0):
@@ -245,6 +245,29 @@ def _reduce(op: Op) -> list[TensorType]:
     shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else tuple(
         d for i, d in enumerate(x.shape) if i not in axes)
     return [x.with_shape(shape)]
+
+
+def _reduce_dynamic_axes(op: Op, x: TensorType) -> list[TensorType]:
+    """Axes known only at run time: the result rank still follows from keepdims (or
+    from the static length of the axes operand); kept dims are unknown ('?')."""
+    at = operand_type(op, 1)
+    n = at.shape[0] if at.rank == 1 else None
+    noop = op.attrs.get("noop_with_empty_axes", 0)
+    if n == 0:
+        if noop:
+            return [x]
+        return [x.with_shape((1,) * x.rank if op.attrs.get("keepdims", 1) else ())]
+    if op.attrs.get("keepdims", 1):
+        rank = x.rank
+    elif isinstance(n, int) and n > 0:
+        rank = x.rank - n
+    else:
+        return trusted(op, "reduction axes are not constant")
+    if op.results and op.results[0].type.rank == rank and "<unknown>" not in op.results[0].type.shape:
+        return trusted(op, "reduction axes are not constant")  # ONNX's (or a pass's) finer type
+    if rank == x.rank:
+        return [x.with_shape(tuple(1 if d == 1 else "?" for d in x.shape))]
+    return [x.with_shape(("?",) * rank)]
 
 
 REDUCE_ATTRS = {"axes": IS, "keepdims": _i(1), "noop_with_empty_axes": _i(0)}

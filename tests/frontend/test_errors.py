@@ -59,9 +59,20 @@ def test_input_shapes_override_and_symbols():
     assert g.inputs[0].type.shape == ("N", 4) and g.outputs[0].type.shape == ("N", 4)
 
 
-def test_old_opset_rejected_clearly():
-    with pytest.raises(UnsupportedModelError, match="opset 7"):
-        import_onnx(one_node_model("Relu", {"x": (F, [2])}, ["y"], opset=7))
+def test_old_opset_upgraded_with_version_converter():
+    # opsets below 9 go through onnx.version_converter instead of being refused
+    g = import_onnx(one_node_model("Relu", {"x": (F, [2])}, ["y"], opset=7), strict=True)
+    assert g.attrs["opset"] == 9 and [op.kind for op in g.ops] == ["Relu"]
+
+
+def test_ml_only_model_needs_no_default_opset():
+    x = helper.make_tensor_value_info("x", F, [2, 3])
+    y = helper.make_tensor_value_info("y", F, [2, 3])
+    node = helper.make_node("Binarizer", ["x"], ["y"], domain="ai.onnx.ml", threshold=0.5)
+    m = helper.make_model(helper.make_graph([node], "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("ai.onnx.ml", 1)])
+    g = import_onnx(m)
+    assert [op.kind for op in g.ops] == ["ai.onnx.ml.Binarizer"]
 
 
 def _body_graph() -> onnx.GraphProto:
@@ -112,12 +123,14 @@ def test_precheck_lists_the_same_problems():
     assert precheck(_relu_model()) == []
 
 
-def test_training_op_is_unsupported():
+def test_training_op_is_opaque():
+    # training-domain ops are tensor arithmetic onnx.reference implements: AICPU runs them
     m = one_node_model("Adagrad", {"r": (F, []), "t": (TensorProto.INT64, []), "x": (F, [2]), "g": (F, [2]),
                                    "h": (F, [2])}, ["x_new", "h_new"], domain="ai.onnx.preview.training",
                        extra_opsets={"ai.onnx.preview.training": 1})
-    with pytest.raises(UnsupportedModelError, match=r"Adagrad \(node 'adagrad_0', opset 1\): training-only"):
-        import_onnx(m)
+    g = import_onnx(m)
+    (op,) = g.ops if len(g.ops) == 1 else [o for o in g.ops if o.kind != "const"]
+    assert op.kind == "ai.onnx.preview.training.Adagrad" and op.attrs["opset"] == 1
 
 
 def test_zipmap_sequence_of_maps_is_unsupported():
