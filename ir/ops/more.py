@@ -113,7 +113,7 @@ define("EyeLike", operands=1, infer=_eye_like, attrs={"dtype": Attr("int"), "k":
 
 def _einsum(op: Op) -> list[TensorType]:
     eq = op.attrs["equation"].replace(" ", "")
-    lhs, _, rhs = eq.partition("->")
+    lhs, arrow, rhs = eq.partition("->")
     terms = lhs.split(",")
     ts = [v.type for v in op.operands if v is not None]
     if len(terms) != len(ts):
@@ -133,7 +133,7 @@ def _einsum(op: Op) -> list[TensorType]:
             elif isinstance(d, int) and isinstance(dims[ch], int) and d not in (1, dims[ch]):
                 raise TypeInferenceError(f"Einsum {eq!r}: label {ch} is {dims[ch]} and {d}")
     ell = broadcast(ell_shapes) if any(ell_shapes) else ()
-    if not _:
+    if not arrow:  # implicit output: the labels used once, in alphabetical order
         rhs = ("..." if any("..." in t for t in terms) else "") + "".join(
             sorted(ch for ch, n in counts.items() if n == 1))
     pre, _e, post = rhs.partition("...")

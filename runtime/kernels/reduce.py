@@ -43,10 +43,35 @@ def _reducer(name: str, fn) -> None:
 
 
 def _logsumexp(x, axes, keep):
-    m = np.max(x, axis=axes, keepdims=True)
+    m = _max(x, axes, True)
     m = np.where(np.isfinite(m), m, 0)
     r = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
     return r if keep else np.squeeze(r, axis=axes)
+
+
+def _lowest(dt: np.dtype):
+    if dt.kind == "f":
+        return -np.inf
+    return False if dt.kind == "b" else np.iinfo(dt).min
+
+
+def _highest(dt: np.dtype):
+    if dt.kind == "f":
+        return np.inf
+    return True if dt.kind == "b" else np.iinfo(dt).max
+
+
+def _max(x, axes, keep):
+    # ONNX: the max of an empty set is the lowest value of the type (-inf), the min the highest
+    if x.size == 0:
+        return np.max(x, axis=axes, keepdims=keep, initial=_lowest(x.dtype))
+    return np.max(x, axis=axes, keepdims=keep)
+
+
+def _min(x, axes, keep):
+    if x.size == 0:
+        return np.min(x, axis=axes, keepdims=keep, initial=_highest(x.dtype))
+    return np.min(x, axis=axes, keepdims=keep)
 
 
 def _mean(x, axes, keep):
@@ -57,8 +82,8 @@ def _mean(x, axes, keep):
 
 _reducer("ReduceSum", lambda x, a, k: np.sum(x, axis=a, keepdims=k))
 _reducer("ReduceMean", _mean)
-_reducer("ReduceMax", lambda x, a, k: np.max(x, axis=a, keepdims=k))
-_reducer("ReduceMin", lambda x, a, k: np.min(x, axis=a, keepdims=k))
+_reducer("ReduceMax", _max)
+_reducer("ReduceMin", _min)
 _reducer("ReduceProd", lambda x, a, k: np.prod(x, axis=a, keepdims=k))
 _reducer("ReduceL1", lambda x, a, k: np.sum(np.abs(x), axis=a, keepdims=k))
 _reducer("ReduceL2", lambda x, a, k: np.sqrt(np.sum(np.square(x), axis=a, keepdims=k)))

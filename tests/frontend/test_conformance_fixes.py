@@ -88,3 +88,17 @@ def test_two_absent_outputs_get_distinct_names():
     want = ReferenceEvaluator(m).run(None, dict(zip("qkv", feeds)))
     for a, b in zip(got, want):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_einsum_explicit_output_order_and_shape():
+    # the explicit "->" output was once mistaken for an implicit one (alphabetical labels)
+    from onnx import helper as h
+
+    cases = [("ij->ji", [[3, 4]], (4, 3)), ("ij->i", [[3, 4]], (3,)),
+             ("bij, bjk -> bik", [[5, 2, 3], [5, 3, 4]], (5, 2, 4)), ("ij,jk", [[2, 3], [3, 4]], (2, 4))]
+    for eq, shapes, want in cases:
+        ins = [h.make_tensor_value_info(f"x{i}", F, s) for i, s in enumerate(shapes)]
+        n = h.make_node("Einsum", [f"x{i}" for i in range(len(shapes))], ["y"], equation=eq)
+        m = h.make_model(h.make_graph([n], "g", ins, [h.make_tensor_value_info("y", F, None)]),
+                         opset_imports=[h.make_opsetid("", 17)])
+        assert import_onnx(m, strict=True).outputs[0].type.shape == want, eq
