@@ -181,3 +181,19 @@ def test_wrong_input_shape_and_dtype(compiled, tmp_path, capsys) -> None:
     np.save(wrong, np.zeros((1, 1, 8, 8), np.int32))
     assert atcpy_run([f"--model={compiled}", f"--input={wrong}", f"--output={tmp_path}"]) == 5
     assert "int32" in _error_line(capsys) or "i32" in capsys.readouterr().err
+
+
+def test_mem_limit_exceeded_gives_sizes_and_exit_3(example, tmp_path, capsys) -> None:
+    assert atcpy([f"--model={example[0]}", "--soc_version=Ascend310P3", f"--output={tmp_path / 'x'}",
+                  "--mem_limit=64K"]) == 3
+    line = _error_line(capsys)
+    assert "bytes" in line and "65536" in line
+    assert not (tmp_path / "x.om").exists()
+    assert atcpy(["--mode=3", f"--model={example[0]}", "--soc_version=Ascend310P3", "--mem_limit=64K"]) == 3
+    assert "65536" in capsys.readouterr().out
+
+
+def test_precheck_prints_the_memory_plan(example, capsys) -> None:
+    assert atcpy(["--mode=3", f"--model={example[0]}", "--soc_version=Ascend310P3"]) == 0
+    out = capsys.readouterr().out
+    assert "arena" in out and "lower bound" in out and "naive" in out and "weights" in out
