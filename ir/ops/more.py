@@ -99,7 +99,9 @@ def _space_to_depth(op: Op) -> list[TensorType]:
 
 define("DepthToSpace", operands=1, infer=_depth_to_space,
        attrs={"blocksize": Attr("int", required=True), "mode": Attr("str", "DCR")})
-define("SpaceToDepth", operands=1, infer=_space_to_depth, attrs={"blocksize": Attr("int", required=True)})
+# `mode` on SpaceToDepth is opset 28+ (DCR is the only order before it)
+define("SpaceToDepth", operands=1, infer=_space_to_depth,
+       attrs={"blocksize": Attr("int", required=True), "mode": Attr("str", "DCR")})
 
 
 def _eye_like(op: Op) -> list[TensorType]:

@@ -190,9 +190,17 @@ def _clip(inputs, attrs, out):
 
 @kernel("Dropout")
 def _dropout(inputs, attrs, out):
-    # inference: identity, mask all true (training mode is not run by the runtime)
+    # inference (training_mode false or absent, or ratio 0): identity, mask all true
     x = inputs[0]
-    return [x, np.ones(x.shape, dtype=bool)]
+    ratio = float(np.asarray(inputs[1]).reshape(-1)[0]) if len(inputs) > 1 and inputs[1] is not None else 0.5
+    training = len(inputs) > 2 and inputs[2] is not None and bool(np.asarray(inputs[2]).reshape(-1)[0])
+    if not training or ratio == 0:
+        return [x, np.ones(x.shape, dtype=bool)]
+    # training: ONNX's sampling (uniform >= ratio keeps, kept values scaled by 1/(1-ratio)),
+    # from the `seed` attribute's generator, so a seeded Dropout is reproducible
+    seed = attrs.get("seed")
+    mask = np.random.RandomState(None if seed is None else int(seed)).uniform(0, 1.0, x.shape) >= ratio
+    return [(mask * x * (1.0 / (1.0 - ratio))).astype(x.dtype, copy=False), mask]
 
 
 def _cast_ok(attrs: dict[str, Any], dtypes: list[Any]) -> bool:

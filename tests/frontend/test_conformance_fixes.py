@@ -102,3 +102,16 @@ def test_einsum_explicit_output_order_and_shape():
         m = h.make_model(h.make_graph([n], "g", ins, [h.make_tensor_value_info("y", F, None)]),
                          opset_imports=[h.make_opsetid("", 17)])
         assert import_onnx(m, strict=True).outputs[0].type.shape == want, eq
+
+
+def test_space_to_depth_crd_mode_is_kept():
+    # opset 28 added `mode`; an undeclared attribute used to be dropped (silently DCR)
+    from onnx.reference import ReferenceEvaluator
+
+    x = np.arange(2 * 2 * 4 * 4, dtype=np.float32).reshape(2, 2, 4, 4)
+    m = one_node_model("SpaceToDepth", {"x": (F, [2, 2, 4, 4])}, ["y"], opset=28, blocksize=2, mode="CRD")
+    m = _typed_outputs(m)
+    (op,) = [o for o in import_onnx(m).ops if o.kind == "SpaceToDepth"]
+    assert op.attrs["mode"] == "CRD"
+    (got,) = AtcpyBackend.prepare(m).run([x])
+    np.testing.assert_array_equal(got, ReferenceEvaluator(m).run(None, {"x": x})[0])
