@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from onnx.backend.test.case.node import collect_testcases
 
-__all__ = ["run_cases", "main"]
+__all__ = ["main", "run_cases"]
 
 
 def _compare(outputs: list[Any], expected: list[Any], rtol: float, atol: float) -> None:
@@ -72,7 +72,7 @@ def _run_one(case, make_runner) -> str | None:
             run = make_runner(case)
             for inputs, expected in case.data_sets:
                 _compare(run(list(inputs)), list(expected), case.rtol, case.atol)
-    except Exception as e:  # a failing case is data, not a crash of the script
+    except Exception as e:  # noqa: BLE001 — a failing case is data, not a crash of the script
         return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
     return None
 

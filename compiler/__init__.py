@@ -15,4 +15,4 @@ def compile_model(model, soc_version: str = "Ascend310P3", **options):
     return _compile(model, soc_version, **options)
 
 
-__all__ = ["compile_model", "AtcError", "UsageError", "UnsupportedModelError", "MemoryBudgetError", "InternalError"]
+__all__ = ["AtcError", "InternalError", "MemoryBudgetError", "UnsupportedModelError", "UsageError", "compile_model"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from compiler.errors import AtcError, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["build_parser", "main"]
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
               "error": logging.ERROR, "null": logging.CRITICAL + 10}
@@ -122,22 +122,22 @@ def _compile_options(args: argparse.Namespace) -> dict:
         raise UsageError(f"--framework={args.framework} is not supported; atcpy reads ONNX models (--framework=5)")
     if args.model and not Path(args.model).is_file():
         raise UsageError(f"--model: no such file {args.model!r}")
-    return dict(
-        input_shapes=parse_input_shape(args.input_shape),
-        out_nodes=[s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
-        precision_mode=args.precision_mode,
-        passes=args.passes,
-        verify_each=args.verify_each,
-        dump_ir=args.dump_ir,
-        pass_timing=args.pass_timing,
-        mem_limit=parse_bytes(args.mem_limit),
-        calibration_data=args.calibration_data,
-        calibration_method=args.calibration_method,
-        calibration_percentile=args.calibration_percentile,
-        keep_dtype=args.keep_dtype,
-        op_select_implmode=args.op_select_implmode,
-        op_engine=args.op_engine,
-    )
+    return {
+        "input_shapes": parse_input_shape(args.input_shape),
+        "out_nodes": [s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
+        "precision_mode": args.precision_mode,
+        "passes": args.passes,
+        "verify_each": args.verify_each,
+        "dump_ir": args.dump_ir,
+        "pass_timing": args.pass_timing,
+        "mem_limit": parse_bytes(args.mem_limit),
+        "calibration_data": args.calibration_data,
+        "calibration_method": args.calibration_method,
+        "calibration_percentile": args.calibration_percentile,
+        "keep_dtype": args.keep_dtype,
+        "op_select_implmode": args.op_select_implmode,
+        "op_engine": args.op_engine,
+    }
 
 
 def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:

@@ -20,7 +20,7 @@ import onnx
 from compiler.errors import AtcError, InternalError, UsageError
 from ir.core import Graph
 
-__all__ = ["compile_model", "CompileOptions", "PRECISION_MODES", "lower_to_ir", "Compilation"]
+__all__ = ["PRECISION_MODES", "Compilation", "CompileOptions", "compile_model", "lower_to_ir"]
 
 log = logging.getLogger("atcpy")
 

@@ -16,7 +16,7 @@ __all__ = ["precheck"]
 
 
 def precheck(model: Any, soc_version: str, **options: Any) -> tuple[list[str], dict | None]:
-    from compiler.driver import CompileOptions, Compilation, lower_to_ir, run_passes
+    from compiler.driver import Compilation, CompileOptions, lower_to_ir, run_passes
     from compiler.report import build_report
     from compiler.soc import load_soc
 

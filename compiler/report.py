@@ -91,8 +91,8 @@ def format_summary(report: dict[str, Any]) -> str:
         f"tiling           {report.get('tiling', {}).get('tiled_ops', 0)} ops in {report.get('tiling', {}).get('tiles', 0)} tiles",
         f"quantized ops    {report.get('quantization', {}).get('quantized_ops', 0)}",
         f"weights          {_mib(mem.get('weights_bytes', 0))}",
-        f"arena            {_mib(mem.get('arena_bytes', 0))} (lower bound {_mib(mem.get('lower_bound_bytes', 0))},"
-        f" naive {_mib(mem.get('naive_bytes', 0))})",
+        (f"arena            {_mib(mem.get('arena_bytes', 0))} (lower bound {_mib(mem.get('lower_bound_bytes', 0))},"
+        f" naive {_mib(mem.get('naive_bytes', 0))})"),
     ]
     if report.get("estimated_latency_ms") is not None:
         lines.append(f"est. latency     {report['estimated_latency_ms']:.3f} ms")

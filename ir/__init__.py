@@ -8,6 +8,20 @@ from ir.types import DType, TensorType
 from ir.verifier import VerifyError, verify
 
 __all__ = [
-    "DType", "TensorType", "Value", "Use", "Op", "Graph", "lookup", "all_ops", "infer_types",
-    "verify", "VerifyError", "parse", "parse_type", "ParseError", "print_graph", "print_op",
+    "DType",
+    "Graph",
+    "Op",
+    "ParseError",
+    "TensorType",
+    "Use",
+    "Value",
+    "VerifyError",
+    "all_ops",
+    "infer_types",
+    "lookup",
+    "parse",
+    "parse_type",
+    "print_graph",
+    "print_op",
+    "verify",
 ]

@@ -23,7 +23,7 @@ import numpy as np
 
 from ir.types import DType, TensorType
 
-__all__ = ["Value", "Use", "Op", "Graph", "AttrValue"]
+__all__ = ["AttrValue", "Graph", "Op", "Use", "Value"]
 
 AttrValue = Any  # int | float | str | bool | list[...] | np.ndarray
 

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Token, Transformer
 from lark.exceptions import LarkError, VisitError
 
 from ir.core import Graph, Op, Value
 from ir.types import DType, TensorType
 
-__all__ = ["parse", "parse_type", "ParseError"]
+__all__ = ["ParseError", "parse", "parse_type"]
 
 
 class ParseError(ValueError):

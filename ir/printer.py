@@ -24,7 +24,7 @@ import numpy as np
 from ir.core import Graph, Op, Value
 from ir.types import DType, TensorType
 
-__all__ = ["print_graph", "print_op", "format_attr", "format_value_name", "INLINE_LIMIT"]
+__all__ = ["INLINE_LIMIT", "format_attr", "format_value_name", "print_graph", "print_op"]
 
 INLINE_LIMIT = 16
 _PLAIN_NAME = re.compile(r"^[A-Za-z0-9_.\-/$]+$")

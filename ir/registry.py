@@ -24,8 +24,19 @@ from ir.core import Op
 from ir.types import TensorType
 
 __all__ = [
-    "Attr", "OpDef", "define", "lookup", "all_ops", "infer_types", "TypeInferenceError",
-    "ELEMENTWISE", "UNARY", "COMMUTATIVE", "VIEW", "CUBE", "SHAPE_FROM_DATA",
+    "COMMUTATIVE",
+    "CUBE",
+    "ELEMENTWISE",
+    "SHAPE_FROM_DATA",
+    "UNARY",
+    "VIEW",
+    "Attr",
+    "OpDef",
+    "TypeInferenceError",
+    "all_ops",
+    "define",
+    "infer_types",
+    "lookup",
 ]
 
 # traits

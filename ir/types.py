@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DType", "Dim", "TensorType", "NONE_TYPE"]
+__all__ = ["NONE_TYPE", "DType", "Dim", "TensorType"]
 
 
 class DType(enum.Enum):

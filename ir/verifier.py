@@ -15,7 +15,7 @@ from __future__ import annotations
 from ir.core import Graph, Op
 from ir.registry import TypeInferenceError, lookup
 
-__all__ = ["verify", "VerifyError"]
+__all__ = ["VerifyError", "verify"]
 
 
 class VerifyError(ValueError):

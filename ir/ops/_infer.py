@@ -11,8 +11,15 @@ from ir.registry import TypeInferenceError
 from ir.types import Dim, DType, TensorType
 
 __all__ = [
-    "broadcast", "operand_type", "same_as", "broadcast_all", "norm_axis", "const_operand",
-    "trusted", "conv_out_dim", "with_dtype_of",
+    "broadcast",
+    "broadcast_all",
+    "const_operand",
+    "conv_out_dim",
+    "norm_axis",
+    "operand_type",
+    "same_as",
+    "trusted",
+    "with_dtype_of",
 ]
 
 

@@ -93,7 +93,7 @@ def test_skl2onnx_mlp_classifier_labels_and_probabilities(digits) -> None:
     model = to_onnx(clf, x[:1], target_opset={"": 17, "ai.onnx.ml": 3}, options={"zipmap": False})
     name = model.graph.input[0].name
     feeds = {name: x[600:664]}
-    got, exe = _atcpy(model, feeds, input_shapes={name: [64, 64]})
+    got, _exe = _atcpy(model, feeds, input_shapes={name: [64, 64]})
     want = _ort(model, feeds)
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_allclose(got[1], want[1], rtol=1e-3, atol=1e-5)

@@ -24,7 +24,7 @@ def compiled(request, tmp_path_factory):
 
 
 def test_light_model_matches_onnxruntime_and_expected(compiled) -> None:
-    name, model, exe, om = compiled
+    name, model, _exe, om = compiled
     feeds = light_input(model)
     got = Session(str(om)).run(None, feeds)
     so = ort.SessionOptions()
