@@ -104,11 +104,11 @@ def classify_node(node: onnx.NodeProto, lm: LoadedModel, types: dict[str, onnx.T
     for a in node.attribute:
         if a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS):
             reasons.append(f"has a subgraph attribute {a.name!r} (control flow is not supported by any engine)")
-    if kind_of(node) == "BatchNormalization" and (
+    if kind_of(node) == "BatchNormalization" and lm.domain_opset(node.domain) < 14 and (
         sum(1 for o in node.output if o) > 1
-        or any(a.name == "training_mode" and a.i for a in node.attribute)
     ):
-        reasons.append("BatchNormalization in training mode (running statistics outputs)")
+        # before opset 14 the extra outputs were saved statistics with other semantics
+        reasons.append("BatchNormalization in training mode before opset 14 (saved statistics outputs)")
     if node.op_type in _SEQUENCE_OPS and node.domain in DEFAULT_DOMAINS:
         reasons.append("works on sequence/optional values")
     else:

@@ -186,7 +186,9 @@ define("ConvTranspose", operands=(2, 3), infer=_conv_transpose, traits={CUBE},
 
 
 # --- normalization -------------------------------------------------------------------
-define("BatchNormalization", operands=5, infer=lambda op: [operand_type(op, 0)],
+# training mode (AICPU) also gives running_mean and running_var, typed as the mean operand
+define("BatchNormalization", operands=5,
+       infer=lambda op: [operand_type(op, 0)] + [operand_type(op, 3)] * (len(op.results) - 1),
        attrs={"epsilon": _f(1e-5), "momentum": _f(0.9), "training_mode": _i(0)})
 define("InstanceNormalization", operands=3, infer=same_as(0), attrs={"epsilon": _f(1e-5)})
 define("LayerNormalization", operands=(2, 3), attrs={"axis": _i(-1), "epsilon": _f(1e-5), "stash_type": _i(1)},

@@ -115,3 +115,21 @@ def test_space_to_depth_crd_mode_is_kept():
     assert op.attrs["mode"] == "CRD"
     (got,) = AtcpyBackend.prepare(m).run([x])
     np.testing.assert_array_equal(got, ReferenceEvaluator(m).run(None, {"x": x})[0])
+
+
+def test_batchnorm_training_mode_runs_with_running_statistics():
+    from onnx.reference import ReferenceEvaluator
+
+    rng = np.random.default_rng(2)
+    c = 3
+    x = rng.standard_normal((2, c, 4, 5)).astype(np.float32)
+    params = {"s": rng.random(c).astype(np.float32), "b": rng.random(c).astype(np.float32),
+              "m": rng.random(c).astype(np.float32), "v": rng.random(c).astype(np.float32) + 0.5}
+    m = one_node_model("BatchNormalization", {"x": (F, [2, c, 4, 5])}, ["y", "rm", "rv"], inits=params,
+                       opset=15, training_mode=1, momentum=0.8)
+    m = _typed_outputs(m)
+    (bn,) = [o for o in import_onnx(m, strict=True).ops if o.kind == "BatchNormalization"]
+    assert [r.type.shape for r in bn.results] == [(2, c, 4, 5), (c,), (c,)]
+    got = AtcpyBackend.prepare(m).run([x])
+    for a, b in zip(got, ReferenceEvaluator(m).run(None, {"x": x})):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
