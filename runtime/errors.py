@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["RuntimeFailure", "OmFormatError", "InputError"]
+__all__ = ["InputError", "OmFormatError", "RuntimeFailure"]
 
 
 class RuntimeFailure(Exception):
