@@ -131,6 +131,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def estimate_table(sess) -> str:
+    """Measured time per step beside the compile-time cost-model estimate for the
+    SoC the .om targets (the report's ``per_op_estimate``, in step order)."""
+    est = (sess.executable.report or {}).get("per_op_estimate") or []
+    agg: dict[int, list] = {}
+    for t in sess.profile.steps:
+        agg.setdefault(t.index, [t, 0.0])[1] += t.seconds
+    runs = max(sess.profile.runs, 1)
+    soc = (sess.executable.report or {}).get("soc_version", "?")
+    if len(est) != len(agg):
+        return f"(no per-op estimate for {soc} in this .om)"
+    lines = [f"{'step':>5} {'kernel':<24} {'engine':<7} {'measured ms':>12} {'est. ms (' + soc + ')':>22}"]
+    for i, (t, secs) in sorted(agg.items()):
+        lines.append(f"{i:>5} {t.kernel[:24]:<24} {t.engine:<7} {secs / runs * 1e3:>12.3f} {est[i]['ms']:>22.4f}")
+    total_est = sum(e["ms"] for e in est)
+    total = sum(s for _, s in agg.values()) / runs * 1e3
+    lines.append(f"{'total':>5} {'':<24} {'':<7} {total:>12.3f} {total_est:>22.4f}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -160,6 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"output {spec.name}: {'x'.join(map(str, arr.shape)) or 'scalar'} {arr.dtype}")
         if args.profile and sess.profile is not None:
             print(sess.profile.table(top=20))
+            print(estimate_table(sess))
             if args.output:
                 trace = sess.profile.write_chrome_trace(Path(args.output) / "profile.json")
                 print(f"profile trace: {trace}")

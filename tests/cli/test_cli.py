@@ -197,3 +197,10 @@ def test_precheck_prints_the_memory_plan(example, capsys) -> None:
     assert atcpy(["--mode=3", f"--model={example[0]}", "--soc_version=Ascend310P3"]) == 0
     out = capsys.readouterr().out
     assert "arena" in out and "lower bound" in out and "naive" in out and "weights" in out
+
+
+def test_profile_shows_measured_beside_estimate(example, compiled, tmp_path, capsys) -> None:
+    assert atcpy_run([f"--model={compiled}", f"--input={example[1]}", f"--output={tmp_path}", "--profile"]) == 0
+    out = capsys.readouterr().out
+    assert "measured ms" in out and "est. ms (Ascend310P3)" in out
+    assert (tmp_path / "profile.json").is_file()
