@@ -26,6 +26,7 @@ import numpy as np
 
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
+from runtime.kernels.matmul import CUBE_KERNELS, Scratch
 from runtime.om import Executable, np_dtype
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
@@ -175,9 +176,14 @@ class Session:
                 return [resolve(x) for x in v]
             return v
 
+        # one set of work buffers (im2col columns, padded inputs, partial products) shared by
+        # the Cube steps: sized by the first run, reused by every later one
+        self._scratch = Scratch()
         self._steps: list[_Step] = []
         for k, st in enumerate(prog["steps"]):
             attrs = {key: resolve(v) for key, v in st["attrs"].items()}
+            if st["kernel"] in CUBE_KERNELS:
+                attrs["_scratch"] = self._scratch
             if "opset" in st:
                 attrs["_opset"] = st["opset"]
             attrs["_n_outputs"] = len(st["outputs"])

@@ -1,14 +1,27 @@
 """Cube kernels: MatMul, Gemm, MatMulInteger, Conv, ConvTranspose and the fused forms.
 
-Conv is an implicit GEMM: the padded input is viewed as sliding windows
-(``sliding_window_view``, no copy), laid out once as columns ``[N, G, Cg*K, L]``
-and multiplied by the weights ``[G, Mg, Cg*K]`` in one batched BLAS call whose
-result is already NCHW (``[N, G, Mg, L]`` = ``[N, M, *out]``), written straight
-into the arena view.  1x1 stride-1 convs skip the column copy entirely;
-depthwise convs accumulate kernel taps instead (G tiny GEMVs would be slower).
+Conv is an implicit GEMM ``W[Cout, Cin*K] x cols[Cin*K, pixels]`` per image: the
+padded input's kernel taps are copied once into a column buffer (one strided
+copy per tap) and multiplied by the weights in one BLAS call whose result is
+already NCHW, written straight into the arena view.  1x1 stride-1 convs use the
+input itself as the column matrix (no copy); depthwise convs accumulate kernel
+taps instead (G tiny GEMVs would be slower).  Column and padding buffers come
+from the session's scratch (``attrs["_scratch"]``, grown once and reused by every
+step and run) or are allocated when the kernel runs outside a session.
 
-When a Cube op carries a ``tile`` plan, the product goes through
-``runtime.kernels.tiling.tiled_matmul`` (owned by the tile pass) if present.
+f16 operands are widened to f32 before BLAS and the result is rounded back to
+f16 once at the end (after bias and activation), as the Cube accumulates f16
+products in its f32 L0C buffer (numpy's own f16 matmul rounds every partial
+sum and does not use BLAS).
+
+Tile plans: a Cube op's ``tile = [tm, tn, tk]`` bounds the blocks the Cube
+computes; ``runtime.kernels.tiling.tiled_matmul`` runs it tile by tile.  For
+float operands this module executes the same plan in fewer, larger BLAS calls
+(`tiled_product`): one call per K-tile over the whole M x N extent, summed in the
+plan's K order (``acc = p0; acc += p1; ...``), which is exactly what the tile
+loop computes for every output element (its blocks are ``0 + p0 + p1 ...``);
+only the M/N split, which does not change any element's sum, is dropped.
+Integer operands still go through ``tiled_matmul`` (exact either way).
 """
 
 from __future__ import annotations
@@ -21,7 +34,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from runtime.kernels import kernel, slot
 
-__all__ = ["conv", "conv_pads", "conv_transpose", "matmul"]
+__all__ = ["CUBE_KERNELS", "Scratch", "conv", "conv_pads", "conv_transpose", "matmul", "tiled_product"]
+
+# kernels that take scratch buffers from attrs["_scratch"] (the session adds it to their steps)
+CUBE_KERNELS = frozenset({"MatMul", "Gemm", "Conv", "fused.conv", "fused.matmul_add_relu",
+                          "fused.matmul_add", "fused.matmul_relu"})
 
 _tiled_fn: Any = False  # False: not looked up yet; None: not available
 
@@ -37,28 +54,146 @@ def _tiled_matmul():
     return _tiled_fn
 
 
+class Scratch:
+    """Grow-only work buffers shared by the steps of one session.
+
+    Steps run one at a time, so every step may use buffer ``key`` freely; the
+    first run sizes them, later runs allocate nothing.  Not thread-safe (nor is
+    the session's arena).
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[int, np.ndarray] = {}
+
+    def get(self, key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        buf = self._bufs.get(key)
+        if buf is None or buf.size < nbytes:
+            buf = self._bufs[key] = np.empty(max(nbytes, 64), dtype=np.uint8)
+        return buf[:nbytes].view(dtype).reshape(shape)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(b.size for b in self._bufs.values())
+
+
+def _scratch(attrs: dict[str, Any], key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
+    s = attrs.get("_scratch")
+    if s is None:
+        return np.empty(shape, dtype)
+    return s.get(key, shape, dtype)
+
+
+def _acc_dtype(dt: np.dtype) -> np.dtype:
+    """The dtype BLAS runs in: f16 widens to f32 (the Cube's f32 accumulator)."""
+    return np.dtype(np.float32) if dt == np.float16 else dt
+
+
 def _fits(o: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> bool:
     return o is not None and o.shape == shape and o.dtype == dtype
 
 
-def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | None = None) -> np.ndarray:
-    """a @ b (ONNX MatMul = numpy matmul), tile by tile when the op has a plan."""
+def tiled_product(a: np.ndarray, b: np.ndarray, tile: Any, out: np.ndarray,
+                  tmp: np.ndarray | None = None) -> np.ndarray:
+    """Float ``a @ b`` into `out` (``[..., M, N]``, acc dtype) tile by tile, ``tile = [tm, tn, tk]``.
+
+    The same BLAS calls as ``tiling.tiled_matmul``'s loop, so bit-identical to it
+    (checked by tests/runtime/test_matmul_fast.py): BLAS rounding depends on
+    where an element falls in its micro-kernel blocking, so merging M or N tiles
+    into larger calls changes low bits, which the ill-conditioned squeezenet light
+    model amplifies past the test tolerance.  What is saved is the copying around
+    the calls: the first K-tile's product is written straight into its block of
+    `out` (the loop computes ``0 + p0``, which is ``p0``), later K-tiles go
+    through `tmp` (a scratch of at least one block) and are added in K order; no
+    zeroed accumulator and no final copy.
+    """
+    tm, tn, tk = (int(t) for t in tile)
+    if min(tm, tn, tk) <= 0:
+        raise ValueError(f"tile sizes must be positive, got {list(tile)}")
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    if tmp is None and k > tk:
+        tmp = np.empty(out.shape[:-2] + (min(tm, m), min(tn, n)), out.dtype)
+    for i0 in range(0, m, tm):
+        i1 = min(i0 + tm, m)
+        ai = a[..., i0:i1, :]
+        for j0 in range(0, n, tn):
+            j1 = min(j0 + tn, n)
+            block = out[..., i0:i1, j0:j1]
+            bj = b[..., :, j0:j1]
+            np.matmul(ai[..., :tk], bj[..., :tk, :], out=block)
+            for k0 in range(tk, k, tk):
+                k1 = min(k0 + tk, k)
+                t = tmp[..., : i1 - i0, : j1 - j0]
+                np.matmul(ai[..., k0:k1], bj[..., k0:k1, :], out=t)
+                block += t
+    return out
+
+
+def _tile_tmp(attrs: dict[str, Any], full: tuple[int, ...], tile: Any, dt: np.dtype) -> np.ndarray:
+    """Scratch for one K-tile's partial block of a [..., M, N] product."""
+    return _scratch(attrs, 3, (*full[:-2], min(int(tile[0]), full[-2]), min(int(tile[1]), full[-1])), dt)
+
+
+def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | None = None,
+           epilogue: Any = None) -> np.ndarray:
+    """a @ b (ONNX MatMul = numpy matmul) following the op's tile plan.
+
+    `epilogue(r)` (bias, activation) runs in place on the accumulator before an
+    f16 result is rounded; the result is written into `o` when it fits.
+    """
+    dt = np.result_type(a, b)
     tile = attrs.get("tile")
-    if tile and a.ndim >= 2 and b.ndim >= 2:
-        fn = _tiled_matmul()
-        if fn is not None:
-            r = np.asarray(fn(a, b, list(tile)))
-            if o is not None and o.shape == r.shape:
-                np.copyto(o, r, casting="unsafe")
-                return o
-            return r
-    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) if a.ndim >= 2 and b.ndim >= 2 else None
-    if shape is not None:
-        full = (*shape, a.shape[-2], b.shape[-1])
-        dt = np.result_type(a, b)
-        if _fits(o, full, dt):
-            return np.matmul(a, b, out=o)
-    return np.matmul(a, b)
+    if dt.kind not in "fc":  # integers: the exact tile loop / numpy's integer matmul
+        if tile and a.ndim >= 2 and b.ndim >= 2 and _tiled_matmul() is not None:
+            r = np.asarray(_tiled_matmul()(a, b, list(tile)))
+        else:
+            r = np.matmul(a, b)
+        if epilogue is not None:
+            r = epilogue(r)
+        if o is not None and o.shape == r.shape:
+            np.copyto(o, r, casting="unsafe")
+            return o
+        return r
+    acc_dt = _acc_dtype(dt)
+    sq_a, sq_b = a.ndim == 1, b.ndim == 1
+    a2 = a[None, :] if sq_a else a
+    b2 = b[:, None] if sq_b else b
+    full = (*np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2]), a2.shape[-2], b2.shape[-1])
+    shape = full[:-2] + full[-2:-1] * (not sq_a) + full[-1:] * (not sq_b)
+    if a2.dtype != acc_dt:
+        a2 = a2.astype(acc_dt)
+    if b2.dtype != acc_dt:
+        b2 = b2.astype(acc_dt)
+    fits = o is not None and o.shape == shape
+    direct = fits and o.dtype == acc_dt
+    if direct:  # o viewed with the squeezed 1-D dims restored (always a view)
+        r = o
+        if sq_a:
+            r = np.expand_dims(r, -2)
+        if sq_b:
+            r = np.expand_dims(r, -1)
+    elif acc_dt != dt:
+        r = _scratch(attrs, 2, full, acc_dt)
+    else:
+        r = np.empty(full, acc_dt)
+    if tile:
+        tiled_product(a2, b2, tile, r, _tile_tmp(attrs, full, tile, acc_dt))
+    else:
+        np.matmul(a2, b2, out=r)
+    if sq_b:  # back to the result's shape (views)
+        r = r[..., 0]
+    if sq_a:
+        r = r[..., 0, :]
+    if epilogue is not None:
+        epilogue(r)
+    if direct:
+        return o
+    if fits:
+        np.copyto(o, r, casting="unsafe")
+        return o
+    return r.astype(dt) if r.dtype != dt else r
 
 
 @kernel("MatMul")
@@ -113,29 +248,33 @@ def _gemm(inputs, attrs, out):
         a = a.T
     if attrs.get("transB", 0):
         b = b.T
-    r = matmul(a, b, attrs, slot(out, 0))
     alpha = float(attrs.get("alpha", 1.0))
-    if alpha != 1.0:
-        r *= r.dtype.type(alpha)
-    return [_epilogue(r, c, "none", float(attrs.get("beta", 1.0)))]
+    beta = float(attrs.get("beta", 1.0))
+
+    def epi(r: np.ndarray) -> np.ndarray:
+        if alpha != 1.0:
+            r *= r.dtype.type(alpha)
+        return _epilogue(r, c, "none", beta)
+
+    return [matmul(a, b, attrs, slot(out, 0), epi)]
 
 
 @kernel("fused.matmul_add_relu")
 def _fused_mar(inputs, attrs, out):
-    r = matmul(inputs[0], inputs[1], attrs, slot(out, 0))
-    return [_epilogue(r, inputs[2], attrs.get("act") or "relu")]
+    act = attrs.get("act") or "relu"
+    return [matmul(inputs[0], inputs[1], attrs, slot(out, 0), lambda r: _epilogue(r, inputs[2], act))]
 
 
 @kernel("fused.matmul_add")
 def _fused_ma(inputs, attrs, out):
-    r = matmul(inputs[0], inputs[1], attrs, slot(out, 0))
-    return [_epilogue(r, inputs[2], attrs.get("act") or "none")]
+    act = attrs.get("act") or "none"
+    return [matmul(inputs[0], inputs[1], attrs, slot(out, 0), lambda r: _epilogue(r, inputs[2], act))]
 
 
 @kernel("fused.matmul_relu")
 def _fused_mr(inputs, attrs, out):
-    r = matmul(inputs[0], inputs[1], attrs, slot(out, 0))
-    return [_activate(r, attrs.get("act") or "relu")]
+    act = attrs.get("act") or "relu"
+    return [matmul(inputs[0], inputs[1], attrs, slot(out, 0), lambda r: _activate(r, act))]
 
 
 # --- convolution ------------------------------------------------------------------------
@@ -169,6 +308,20 @@ def _pad_input(x: np.ndarray, p: list[int], value: float = 0) -> np.ndarray:
     return xp
 
 
+def _pad_into(x: np.ndarray, p: list[int], lead: int, buf: np.ndarray) -> np.ndarray:
+    """x (with `lead` leading non-spatial dims) zero-padded into `buf`; only the
+    borders are cleared (buf is reused scratch)."""
+    nsp = x.ndim - lead
+    pre = (slice(None),) * lead
+    for i in range(nsp):
+        if p[i]:
+            buf[(*pre, *(slice(None),) * i, slice(0, p[i]))] = 0
+        if p[i + nsp]:
+            buf[(*pre, *(slice(None),) * i, slice(p[i] + x.shape[lead + i], None))] = 0
+    buf[(*pre, *(slice(p[i], p[i] + x.shape[lead + i]) for i in range(nsp)))] = x
+    return buf
+
+
 def _windows(xp: np.ndarray, k, s, d, osz) -> np.ndarray:
     """View [N, C, *out, *k] of the kernel taps (no copy)."""
     nsp = xp.ndim - 2
@@ -177,6 +330,16 @@ def _windows(xp: np.ndarray, k, s, d, osz) -> np.ndarray:
     idx = (slice(None), slice(None), *(slice(0, (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)),
            *(slice(None, None, d[i]) for i in range(nsp)))
     return win[idx]
+
+
+def _im2col(xp: np.ndarray, k, s, d, osz, cols: np.ndarray) -> None:
+    """cols[C, *k, *out] = the padded image xp[C, *sp] at every kernel tap: one
+    strided copy per tap (the [C*K, pixels] column matrix of the implicit GEMM)."""
+    nsp = len(k)
+    for tap in itertools.product(*(range(v) for v in k)):
+        src = xp[(slice(None), *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i])
+                                 for i in range(nsp)))]
+        cols[(slice(None), *tap)] = src
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any],
@@ -193,51 +356,103 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     length = int(np.prod(osz, dtype=np.int64))
     oshape = (n, m, *osz)
     dt = np.result_type(x, w)
+    acc_dt = _acc_dtype(dt)
     res = o if _fits(o, oshape, dt) and o.flags.c_contiguous else np.empty(oshape, dt)
+    acc = res if acc_dt == dt else _scratch(attrs, 2, oshape, acc_dt)
+    if w.dtype != acc_dt:
+        w = w.astype(acc_dt)
+    psp = tuple(sp[i] + p[i] + p[i + nsp] for i in range(nsp))
     # the tile plan only bounds Cube block sizes: a depthwise conv gives the same numbers tap by tap
     if cg == 1 and mg == 1 and g > 1:
-        _depthwise(_pad_input(x, p), w, k, s, d, osz, res)
+        _depthwise(x, w, p, k, s, d, osz, acc, attrs)
     else:
         kk = int(np.prod(k, dtype=np.int64))
-        if all(v == 1 for v in k) and not any(p):
-            xs = x[(slice(None), slice(None), *(slice(None, None, st) for st in s))] if any(v != 1 for v in s) else x
-            cols = np.ascontiguousarray(xs).reshape(n, g, cg, length)
-        else:
-            win = _windows(_pad_input(x, p), k, s, d, osz)
-            perm = (0, 1, *range(2 + nsp, 2 + 2 * nsp), *range(2, 2 + nsp))
-            cols = np.ascontiguousarray(win.transpose(perm)).reshape(n, g, cg * kk, length)
         wm = w.reshape(g, mg, cg * kk)
-        r4 = res.reshape(n, g, mg, length)
-        if attrs.get("tile") and g == 1 and _tiled_matmul() is not None:
-            # the plan is for the implicit GEMM [pixels, Cin*K] x [Cin*K, Cout]; it runs as its
-            # transpose W[Cout, Cin*K] x cols[Cin*K, pixels] with the tile sizes swapped, the
-            # same orientation as the untiled product
-            tm, tn, tk = attrs["tile"]
-            for i in range(n):
-                _tiled_matmul()(wm[0], cols[i, 0], [tn, tm, tk], out=r4[i, 0])
-        else:
-            np.matmul(wm, cols, out=r4)
+        a4 = acc.reshape(n, g, mg, length)
+        tile = attrs.get("tile") if g == 1 else None
+        tmp = _tile_tmp(attrs, (mg, length), [tile[1], tile[0], tile[2]], acc_dt) if tile else None
+        pointwise = all(v == 1 for v in k) and not any(p)
+        for i in range(n):
+            xi = x[i]
+            if pointwise:
+                if any(v != 1 for v in s):
+                    xi = xi[(slice(None), *(slice(None, None, st) for st in s))]
+                if xi.dtype == acc_dt and xi.flags.c_contiguous:
+                    cols = xi.reshape(g, cg, length)  # the input is the column matrix: no copy
+                else:
+                    buf = _scratch(attrs, 1, (c, *osz), acc_dt)
+                    np.copyto(buf, xi, casting="unsafe")
+                    cols = buf.reshape(g, cg, length)
+            else:
+                if any(p) or xi.dtype != acc_dt:
+                    xi = _pad_into(xi, p, 1, _scratch(attrs, 0, (c, *psp), acc_dt))
+                buf = _scratch(attrs, 1, (c, *k, *osz), acc_dt)
+                _im2col(xi, k, s, d, osz, buf)
+                cols = buf.reshape(g, cg * kk, length)
+            if tile:
+                # the plan is for the implicit GEMM [pixels, Cin*K] x [Cin*K, Cout]; it runs as its
+                # transpose W[Cout, Cin*K] x cols[Cin*K, pixels] with the tile sizes swapped, the
+                # same orientation as the untiled product
+                tm, tn, tk = tile
+                tiled_product(wm[0], cols[0], [tn, tm, tk], a4[i, 0], tmp)
+            elif g == 1:
+                np.matmul(wm[0], cols[0], out=a4[i, 0])
+            else:
+                np.matmul(wm, cols, out=a4[i])
     if b is not None:
-        r3 = res.reshape(n, m, length)
-        np.add(r3, b.reshape(m, 1), out=r3)
-    return _activate(res, act)
+        r3 = acc.reshape(n, m, length)
+        np.add(r3, b.reshape(m, 1), out=r3, casting="unsafe")
+    _activate(acc, act)
+    if acc is not res:
+        np.copyto(res, acc, casting="unsafe")
+    return res
 
 
-def _depthwise(xp: np.ndarray, w: np.ndarray, k, s, d, osz, res: np.ndarray) -> None:
-    """out[n, c] = sum over taps of w[c, tap] * x[n, c, o*s + tap*d]: one pass per tap."""
+def _depthwise(x: np.ndarray, w: np.ndarray, p: list[int], k, s, d, osz, res: np.ndarray,
+               attrs: dict[str, Any]) -> None:
+    """out[n, c] = sum over taps of w[c, tap] * x[n, c, o*s + tap*d] (group = channels)."""
+    n, c = x.shape[:2]
     nsp = len(k)
-    c = w.shape[0]
+    dt = res.dtype
     wf = w.reshape(c, -1)
-    tmp = np.empty_like(res)
-    for t, tap in enumerate(itertools.product(*(range(v) for v in k))):
-        sl = (slice(None), slice(None),
-              *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
-        wt = wf[:, t].reshape((c,) + (1,) * nsp)
-        if t == 0:
-            np.multiply(xp[sl], wt, out=res)
-        else:
-            np.multiply(xp[sl], wt, out=tmp)
-            res += tmp
+    taps = list(itertools.product(*(range(v) for v in k)))
+    psp = tuple(x.shape[2 + i] + p[i] + p[i + nsp] for i in range(nsp))
+    if any(v != 1 for v in s):
+        # strided: one pass per tap over strided views of the padded input (the copies a
+        # column matrix would need cost as much as these passes)
+        xp = x if not any(p) and x.dtype == dt else _pad_into(x, p, 2, _scratch(attrs, 0, (n, c, *psp), dt))
+        tmp = _scratch(attrs, 4, res.shape, dt)
+        for t, tap in enumerate(taps):
+            sl = (slice(None), slice(None),
+                  *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
+            wt = wf[:, t].reshape((c,) + (1,) * nsp)
+            if t == 0:
+                np.multiply(xp[sl], wt, out=res)
+            else:
+                np.multiply(xp[sl], wt, out=tmp)
+                res += tmp
+        return
+    # stride 1: each channel's padded image is flattened into a row; the taps of output
+    # position j of the "wide" output (output rows laid out with the padded row length) sit
+    # at row[off(tap) + j], so a tap's column row is ONE contiguous slice, and the taps are
+    # summed by a batched [1, K] x [K, wide] product per channel.  The wide columns past the
+    # real output width are computed and dropped.
+    pstr = [int(np.prod(psp[i + 1:], dtype=np.int64)) for i in range(nsp)]  # element strides
+    offs = [sum(tap[i] * d[i] * pstr[i] for i in range(nsp)) for tap in taps]
+    img = int(np.prod(psp, dtype=np.int64))
+    wide = osz[0] * pstr[0]
+    row = max(img, wide + max(offs))
+    buf = _scratch(attrs, 0, (c, row), dt)
+    cols = _scratch(attrs, 1, (c, len(taps), wide), dt)
+    acc = _scratch(attrs, 4, (c, 1, wide), dt)
+    buf[:, img:] = 0  # read only by dropped wide columns; zero keeps them finite
+    wk = wf[:, None, :]
+    for i in range(n):
+        _pad_into(x[i], p, 1, buf[:, :img].reshape(c, *psp))
+        for t, off in enumerate(offs):
+            cols[:, t] = buf[:, off: off + wide]
+        np.matmul(wk, cols, out=acc)
+        res[i] = acc.reshape(c, osz[0], *psp[1:])[(Ellipsis, *(slice(0, osz[j]) for j in range(1, nsp)))]
 
 
 @kernel("Conv")

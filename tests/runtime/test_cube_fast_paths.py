@@ -1,0 +1,151 @@
+"""The Cube kernels' fast paths keep the numbers of the straightforward ones.
+
+- f16 operands accumulate in f32 (as the Cube's L0C) and are rounded to f16 once,
+  after the bias/activation epilogue;
+- a tile plan run by `tiled_product` is bit-identical to `tiling.tiled_matmul`'s
+  tile loop (the squeezenet light model amplifies low-bit differences);
+- depthwise convs (the "wide row" stride-1 path and the strided path) equal the
+  reference Conv;
+- a session's scratch buffers are sized by the first run and reused after it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from codegen import build_executable
+from runtime.kernels import lookup_kernel
+from runtime.kernels.matmul import Scratch, conv, tiled_product
+from runtime.kernels.tiling import tiled_matmul
+from runtime.session import Session
+from tests.runtime.helpers import assert_close, ir_single, reference, run_ir
+
+
+def _run(kind: str, inputs: list[np.ndarray | None], attrs: dict) -> np.ndarray:
+    return lookup_kernel(kind).fn(inputs, dict(attrs), None)[0]
+
+
+# --- f16: f32 accumulation, one rounding -----------------------------------------------
+def test_f16_matmul_add_rounds_once_after_the_bias():
+    # 2049 is a tie between the f16 neighbours 2048 and 2050 (rounds to 2048); with the bias
+    # added in f32 first, 2050 is exact.  Rounding the product before the bias gives 2048.
+    a = np.ones((1, 2049), np.float16)
+    w = np.ones((2049, 1), np.float16)
+    b = np.ones(1, np.float16)
+    for kind, attrs in [("fused.matmul_add", {}), ("fused.matmul_add", {"tile": [16, 16, 256]}),
+                        ("fused.matmul_add_relu", {}), ("Gemm", {})]:
+        got = _run(kind, [a, w, b], attrs)
+        assert got.dtype == np.float16, kind
+        assert got[0, 0] == 2050, (kind, attrs, got)
+
+
+def test_f16_conv_bias_rounds_once():
+    x = np.ones((1, 2049, 1, 1), np.float16)
+    w = np.ones((1, 2049, 1, 1), np.float16)
+    b = np.ones(1, np.float16)
+    for kind, attrs in [("Conv", {}), ("fused.conv", {"act": "relu"}), ("Conv", {"tile": [256, 16, 256]})]:
+        got = _run(kind, [x, w, b], attrs)
+        assert got.dtype == np.float16
+        assert got.reshape(-1)[0] == 2050, (kind, attrs, got)
+
+
+@pytest.mark.parametrize("kind,attrs,shapes", [
+    ("MatMul", {}, [(3, 5, 40), (40, 7)]),
+    ("MatMul", {"tile": [4, 4, 16]}, [(2, 5, 40), (40, 7)]),
+    ("MatMul", {}, [(40,), (40, 7)]),
+    ("MatMul", {}, [(3, 40), (40,)]),
+    ("Gemm", {"transB": 1, "alpha": 0.5, "beta": 2.0}, [(5, 40), (7, 40), (7,)]),
+    ("fused.matmul_relu", {}, [(5, 40), (40, 7)]),
+    ("Conv", {"pads": [1, 1, 1, 1]}, [(2, 4, 6, 6), (6, 4, 3, 3), (6,)]),
+    ("Conv", {"group": 4, "strides": [2, 2]}, [(1, 4, 7, 7), (4, 1, 3, 3)]),
+    ("Conv", {"group": 4, "pads": [1, 1, 1, 1]}, [(1, 4, 7, 7), (4, 1, 3, 3)]),
+    ("fused.conv", {"act": "relu", "tile": [16, 4, 16]}, [(1, 4, 6, 6), (6, 4, 3, 3), (6,)]),
+])
+def test_f16_cube_ops_equal_f32_math_rounded_once(kind, attrs, shapes):
+    r = np.random.RandomState(0)
+    ins16 = [r.standard_normal(s).astype(np.float16) for s in shapes]
+    got = _run(kind, ins16, attrs)
+    want = _run(kind, [a.astype(np.float32) for a in ins16], attrs).astype(np.float16)
+    assert got.dtype == np.float16
+    np.testing.assert_array_equal(got, want)
+
+
+def test_f16_conv_in_a_session_matches_reference():
+    r = np.random.RandomState(1)
+    x = r.standard_normal((1, 3, 8, 8)).astype(np.float16)
+    w = r.standard_normal((4, 3, 3, 3)).astype(np.float16)
+    got = run_ir(ir_single("Conv", [x, w], {"pads": [1, 1, 1, 1]}, consts={1}), [x, None])[0]
+    want = reference("Conv", [x.astype(np.float32), w.astype(np.float32)], {"pads": [1, 1, 1, 1]})[0]
+    assert got.dtype == np.float16
+    assert_close(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)
+
+
+# --- the tile plan: bit-identical to the tile loop -----------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 70), k=st.integers(1, 90), n=st.integers(1, 70), batch=st.sampled_from([(), (2,)]),
+       tm=st.integers(1, 40), tn=st.integers(1, 40), tk=st.integers(1, 40), seed=st.integers(0, 2**16))
+def test_tiled_product_is_bit_identical_to_tiled_matmul(m, k, n, batch, tm, tn, tk, seed):
+    r = np.random.RandomState(seed)
+    a = r.standard_normal((*batch, m, k)).astype(np.float32)
+    b = r.standard_normal((k, n)).astype(np.float32)
+    want = tiled_matmul(a, b, [tm, tn, tk])
+    got = tiled_product(a, b, [tm, tn, tk], np.empty((*batch, m, n), np.float32))
+    np.testing.assert_array_equal(got, want)
+
+
+def test_tiled_conv_is_bit_identical_to_the_tile_loop_in_the_plan_orientation():
+    r = np.random.RandomState(2)
+    x = r.standard_normal((2, 20, 9, 9)).astype(np.float32)
+    w = r.standard_normal((40, 20, 3, 3)).astype(np.float32)
+    tm, tn, tk = 32, 16, 64  # plan for [pixels, Cin*K] x [Cin*K, Cout]
+    got = conv(x, w, None, {"pads": [1, 1, 1, 1], "tile": [tm, tn, tk]})
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # [N, C, 9, 9, 3, 3]
+    cols = np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(2, 180, 81)
+    for i in range(2):
+        want = tiled_matmul(w.reshape(40, 180), cols[i], [tn, tm, tk])
+        np.testing.assert_array_equal(got[i].reshape(40, 81), want)
+
+
+# --- depthwise --------------------------------------------------------------------------------
+@pytest.mark.parametrize("shape,k,attrs", [
+    ((2, 6, 9, 8), (3, 3), {"pads": [1, 1, 1, 1]}),
+    ((1, 5, 10, 10), (3, 3), {"pads": [2, 2, 2, 2], "dilations": [2, 2]}),
+    ((1, 4, 11), (5,), {"pads": [2, 1]}),
+    ((1, 3, 5, 6, 7), (3, 3, 3), {"pads": [1, 0, 1, 1, 0, 1]}),
+    ((1, 6, 9, 9), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    ((1, 6, 9, 9), (3, 3), {"strides": [1, 2]}),
+    ((1, 6, 9, 9), (3, 3), {"auto_pad": "SAME_UPPER"}),
+])
+def test_depthwise_paths_equal_reference(shape, k, attrs):
+    r = np.random.RandomState(3)
+    c = shape[1]
+    x = r.standard_normal(shape).astype(np.float32)
+    w = r.standard_normal((c, 1, *k)).astype(np.float32)
+    b = r.standard_normal(c).astype(np.float32)
+    attrs = {"group": c, **attrs}
+    scratch = {"_scratch": Scratch()}
+    for _ in range(2):  # the second call reuses (dirty) scratch buffers
+        got = conv(x, w, b, {**attrs, **scratch})
+        assert_close(got, reference("Conv", [x, w, b], attrs)[0], rtol=1e-5, atol=1e-5)
+
+
+# --- session scratch ----------------------------------------------------------------------------
+def test_session_scratch_is_sized_by_the_first_run_and_reused():
+    r = np.random.RandomState(4)
+    x = r.standard_normal((1, 4, 10, 10)).astype(np.float32)
+    w = r.standard_normal((8, 4, 3, 3)).astype(np.float32)
+    g = ir_single("Conv", [x, w], {"pads": [1, 1, 1, 1]}, consts={1})
+    sess = Session(build_executable(g, soc_version="Ascend310P3").to_bytes())
+    first = sess.run(None, {"x0": x})[0]
+    size = sess._scratch.nbytes
+    assert size > 0
+    x2 = r.standard_normal(x.shape).astype(np.float32)
+    second = sess.run(None, {"x0": x2})[0]
+    assert sess._scratch.nbytes == size
+    third = sess.run(None, {"x0": x})[0]
+    np.testing.assert_array_equal(first, third)
+    assert_close(second, reference("Conv", [x2, w], {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
