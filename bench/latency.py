@@ -1,15 +1,22 @@
 """Latency of atcpy's runtime against onnxruntime and onnx.reference, in one run.
 
-    python bench/latency.py [--models squeezenet,resnet50] [--repeat 5] [--threads 2] [--no-reference]
+    python bench/latency.py [--models squeezenet,resnet50] [--repeat 7] [--threads 1] [--no-reference]
 
 For each light model shipped inside the onnx package
 (``onnx/backend/test/data/light/*.onnx``) it compiles with
 ``compiler.compile_model`` (falling back to frontend + codegen when the driver
-is missing), then times the three engines on the same random input and prints
+is missing), then times the engines on the same random input and prints
 median latencies, the ratios atcpy/ort and reference/atcpy, the compile time
-and the largest relative difference to onnxruntime.  onnxruntime gets as many
-intra-op threads as numpy's BLAS (``--threads``; set OPENBLAS_NUM_THREADS to the
-same value for a fair run).
+and the largest relative difference to onnxruntime.
+
+Threads: atcpy's BLAS and onnxruntime's intra-op pool get the SAME number of
+threads (``--threads``; numpy's BLAS is limited with threadpoolctl, else set
+OPENBLAS_NUM_THREADS to the same value).  The default is 1: on the shared
+2-core development machine two BLAS threads oversubscribe the cores and
+OpenBLAS's spinning threads make many small GEMMs (grouped/depthwise convs)
+up to 100x slower, which measures the neighbours, not the runtime.
+atcpy and onnxruntime runs are interleaved (a, o, a, o, ...) so that load
+from other processes hits both alike.
 """
 
 from __future__ import annotations
@@ -56,12 +63,41 @@ def _median_time(fn, repeat: int, budget_s: float = 60.0) -> float:
     return statistics.median(times)
 
 
+def _median_times_interleaved(fns, repeat: int, budget_s: float = 60.0) -> list[float]:
+    """Median wall time of each fn, the fns run in turn each round."""
+    for fn in fns:
+        fn()  # warm up
+    times: list[list[float]] = [[] for _ in fns]
+    start = time.perf_counter()
+    for _ in range(repeat):
+        for fn, ts in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t)
+        if time.perf_counter() - start > budget_s:
+            break
+    return [statistics.median(ts) for ts in times]
+
+
+def _limit_blas_threads(n: int) -> str:
+    """Limit numpy's BLAS pool to n threads; returns a description for the header."""
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        env = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS") or "?"
+        return f"BLAS threads from the environment: {env} (threadpoolctl missing)"
+    threadpool_limits(n, user_api="blas")
+    pools = [f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info() if p["user_api"] == "blas"]
+    return "BLAS threads: " + (", ".join(pools) or "none found")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated substrings of model names (default: all)")
-    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--ref-repeat", type=int, default=1, help="onnx.reference is slow: fewer repeats")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="threads for BOTH numpy's BLAS and onnxruntime (default 1, see above)")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
 
@@ -74,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         keys = args.models.split(",")
         paths = [p for p in paths if any(k in Path(p).stem for k in keys)]
+    print(f"threads: onnxruntime intra-op={args.threads}, {_limit_blas_threads(args.threads)}")
     header = (f"{'model':<18} {'compile s':>9} {'atcpy ms':>9} {'ort ms':>8} {'ref ms':>9} "
               f"{'atcpy/ort':>9} {'ref/atcpy':>9} {'max rel diff':>12}")
     print(header)
@@ -100,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = sess.run(None, feeds)[0]
         theirs = osess.run(None, feeds)[0]
         rel = float(np.abs(ours.astype(np.float64) - theirs).max() / max(np.abs(theirs).max(), 1e-30))
-        t_atc = _median_time(lambda s=sess, f=feeds: s.run(None, f), args.repeat)
-        t_ort = _median_time(lambda s=osess, f=feeds: s.run(None, f), args.repeat)
+        t_atc, t_ort = _median_times_interleaved(
+            [lambda s=sess, f=feeds: s.run(None, f), lambda s=osess, f=feeds: s.run(None, f)], args.repeat)
         if args.no_reference:
             t_ref = float("nan")
         else:

@@ -11,6 +11,11 @@ into the loaded file, arena values are their views.  Only graph inputs and
 values without a slot (dynamic shapes) are looked up per run.  A kernel that
 returns its arena view (or a view onto the same bytes, e.g. a Reshape the
 plan aliased) costs no copy; anything else is copied into the view.
+
+Also at load: steps whose operands are all constants run once and their results
+become constants (`Session.folded_steps`); the Cube kernels share one set of
+scratch buffers (im2col columns, padded inputs, partial products) that the
+first run sizes and later runs reuse.
 """
 
 from __future__ import annotations
@@ -124,6 +129,10 @@ class _Step:
     cost_cycles: float | None
 
 
+# deterministic in name only (training-mode Dropout draws a mask)
+_NEVER_FOLD = frozenset({"Dropout", "Multinomial", "Bernoulli"})
+
+
 def _ptr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -179,6 +188,8 @@ class Session:
         # one set of work buffers (im2col columns, padded inputs, partial products) shared by
         # the Cube steps: sized by the first run, reused by every later one
         self._scratch = Scratch()
+        self._folded_slots: set[int] = set()
+        self.folded_steps: list[str] = []  # names of the steps computed once at load (`_fold`)
         self._steps: list[_Step] = []
         for k, st in enumerate(prog["steps"]):
             attrs = {key: resolve(v) for key, v in st["attrs"].items()}
@@ -194,6 +205,8 @@ class Session:
             fn = self._kernel_for(st, attrs, in_types)
             outs = [env[i] if self._static[i] else None for i in st["outputs"]]
             ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
+            if self._fold(st, fn, attrs, in_idx, n_act, acts):
+                continue
             cc = st["attrs"].get("cost_cycles")
             self._steps.append(_Step(
                 k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
@@ -206,6 +219,47 @@ class Session:
                          for o in prog["outputs"]]
         self._output_slots = [slot_of(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
+
+    def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
+              acts: list[dict[str, Any]]) -> bool:
+        """Run a step whose operands are all constants once, at load, and bind its results
+        as constants (as onnxruntime folds constant subgraphs at session creation).
+
+        The model zoo's light models build their largest weights with ConstantOfShape
+        (the compiler keeps those unfolded so the .om stays small); refilling them every
+        run cost up to half of the run.  Random ops are never folded; a step that fails
+        here stays in the program (and reports its error when run)."""
+        env = self._env
+        if not in_idx or any(i < 0 for i in in_idx) or any(
+                i < n_act and i not in self._folded_slots for i in in_idx):
+            return False
+        kind = st["kernel"]
+        if "Random" in kind or kind in _NEVER_FOLD:
+            return False
+        try:
+            res = list(fn([env[i] for i in in_idx], attrs, None))
+        except Exception:  # noqa: BLE001 - left to run (and fail) at run time
+            return False
+        if len(res) < len(st["outputs"]):
+            return False
+        vals = []
+        for j, slot_ in enumerate(st["outputs"]):
+            r = np.asarray(res[j])
+            a = acts[slot_]
+            want = np_dtype(a["dtype"])
+            static_shape = all(isinstance(d, int) for d in a["shape"])
+            if (static_shape and list(r.shape) != list(a["shape"])) or (r.dtype != want and want != object):
+                return False
+            if self.arena.size and np.may_share_memory(r, self.arena):
+                r = r.copy()
+            vals.append(r)
+        for slot_, r in zip(st["outputs"], vals):
+            r.flags.writeable = False  # shared by every run: a kernel must not write into it
+            env[slot_] = r
+            self._static[slot_] = True
+            self._folded_slots.add(slot_)
+        self.folded_steps.append(st["name"])
+        return True
 
     @staticmethod
     def _kernel_for(st: dict[str, Any], attrs: dict[str, Any], in_types: list[tuple[Any, Any]]):

@@ -333,13 +333,12 @@ def _windows(xp: np.ndarray, k, s, d, osz) -> np.ndarray:
 
 
 def _im2col(xp: np.ndarray, k, s, d, osz, cols: np.ndarray) -> None:
-    """cols[C, *k, *out] = the padded image xp[C, *sp] at every kernel tap: one
-    strided copy per tap (the [C*K, pixels] column matrix of the implicit GEMM)."""
+    """cols[C, *k, *out] = the padded image xp[C, *sp] at every kernel tap (the
+    [C*K, pixels] column matrix of the implicit GEMM), in one strided copy from
+    the sliding-window view (a little faster than one copy per tap)."""
     nsp = len(k)
-    for tap in itertools.product(*(range(v) for v in k)):
-        src = xp[(slice(None), *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i])
-                                 for i in range(nsp)))]
-        cols[(slice(None), *tap)] = src
+    win = _windows(xp[None], k, s, d, osz)[0]  # [C, *out, *k], no copy
+    np.copyto(cols, win.transpose(0, *range(1 + nsp, 1 + 2 * nsp), *range(1, 1 + nsp)))
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any],

@@ -149,3 +149,40 @@ def test_session_scratch_is_sized_by_the_first_run_and_reused():
     third = sess.run(None, {"x0": x})[0]
     np.testing.assert_array_equal(first, third)
     assert_close(second, reference("Conv", [x2, w], {"pads": [1, 1, 1, 1]})[0], rtol=1e-4, atol=1e-4)
+
+
+# --- steps on constants run once, at load ------------------------------------------------------
+def test_constant_steps_are_folded_at_load():
+    from ir import DType, Graph, TensorType
+
+    f32 = DType.from_numpy(np.dtype(np.float32))
+    g = Graph("fold")
+    x = g.add_input("x", TensorType(f32, (2, 3)))
+    w = g.const(np.arange(6, dtype=np.float32).reshape(2, 3), "w")
+    neg = g.add_op("Neg", [w], names=["negw"]).result  # constant: folded
+    sq = g.add_op("Mul", [neg, neg], names=["sq"]).result  # constant through a folded value
+    y = g.add_op("Add", [x, sq], names=["y"]).result
+    g.outputs = [y, neg]
+    sess = Session(build_executable(g, soc_version="Ascend310P3").to_bytes())
+    assert len(sess.folded_steps) == 2
+    assert [st.kernel for st in sess._steps] == ["Add"]
+    xv = np.ones((2, 3), np.float32)
+    for _ in range(2):
+        got_y, got_neg = sess.run(None, {"x": xv}, profile=True)
+        np.testing.assert_array_equal(got_y, 1 + np.arange(6, dtype=np.float32).reshape(2, 3) ** 2)
+        np.testing.assert_array_equal(got_neg, -np.arange(6, dtype=np.float32).reshape(2, 3))
+        got_neg[...] = 7  # outputs are copies, the folded constant is untouched
+    assert len(sess.profile.steps) == 2  # one step per run
+
+
+def test_random_ops_are_not_folded():
+    from ir import DType, TensorType
+
+    f32 = DType.from_numpy(np.dtype(np.float32))
+    w = np.zeros((64,), np.float32)
+    g = ir_single("RandomUniformLike", [w], {"seed": 0.0, "opset": 18}, consts={0},
+                  result_types=[TensorType(f32, (64,))])
+    g.inputs = []
+    sess = Session(build_executable(g, soc_version="Ascend310P3").to_bytes())
+    assert sess.folded_steps == []
+    assert sess.run(None, {})[0].shape == (64,)
