@@ -186,3 +186,17 @@ def test_random_ops_are_not_folded():
     sess = Session(build_executable(g, soc_version="Ascend310P3").to_bytes())
     assert sess.folded_steps == []
     assert sess.run(None, {})[0].shape == (64,)
+
+
+@pytest.mark.parametrize("shape", [(1, 256, 56, 56), (1, 2048, 7, 7), (2, 3), (7,), (2, 0, 3), (1, 1000, 13, 13)])
+def test_fused_relu_equals_maximum_with_nan_and_signed_zero(shape):
+    from runtime.kernels.matmul import relu_
+
+    r = np.random.RandomState(5).standard_normal(shape).astype(np.float32)
+    if r.size > 2:
+        r.flat[0], r.flat[1], r.flat[2] = np.nan, -0.0, -np.inf
+    want = np.maximum(r, 0)
+    got = relu_(r.copy())
+    np.testing.assert_array_equal(got, want)
+    strided = r.copy()[..., ::2] if r.ndim else r.copy()
+    np.testing.assert_array_equal(relu_(strided), np.maximum(r[..., ::2], 0))
