@@ -26,7 +26,9 @@ Integer operands still go through ``tiled_matmul`` (exact either way).
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from typing import Any
 
 import numpy as np
@@ -67,7 +69,7 @@ class Scratch:
 
     def get(self, key: int, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         dtype = np.dtype(dtype)
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        nbytes = math.prod(shape) * dtype.itemsize
         buf = self._bufs.get(key)
         if buf is None or buf.size < nbytes:
             buf = self._bufs[key] = np.empty(max(nbytes, 64), dtype=np.uint8)
@@ -377,7 +379,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     cg, mg = c // g, m // g
     s, d, p = conv_pads(attrs, sp, k)
     osz = tuple((sp[i] + p[i] + p[i + nsp] - (k[i] - 1) * d[i] - 1) // s[i] + 1 for i in range(nsp))
-    length = int(np.prod(osz, dtype=np.int64))
+    length = math.prod(osz)
     oshape = (n, m, *osz)
     dt = np.result_type(x, w)
     acc_dt = _acc_dtype(dt)
@@ -390,7 +392,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     if cg == 1 and mg == 1 and g > 1:
         _depthwise(x, w, p, k, s, d, osz, acc, attrs)
     else:
-        kk = int(np.prod(k, dtype=np.int64))
+        kk = math.prod(k)
         wm = w.reshape(g, mg, cg * kk)
         a4 = acc.reshape(n, g, mg, length)
         tile = attrs.get("tile") if g == 1 else None
@@ -432,6 +434,23 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     return res
 
 
+@functools.lru_cache(maxsize=256)
+def _phase_plan(psp: tuple[int, ...], k: tuple[int, ...], st: int, d: tuple[int, ...], osz: tuple[int, ...]):
+    """Geometry of the phase-image depthwise product (pure, cached per conv shape)."""
+    nsp = len(k)
+    qsp = tuple(-(-psp[i] // st) for i in range(nsp))  # phase image dims
+    qstr = [math.prod(qsp[i + 1:]) for i in range(nsp)]  # element strides
+    qimg = math.prod(qsp)
+    phase_of = []
+    offs = []
+    for tap in itertools.product(*(range(v) for v in k)):
+        ph = [(tap[i] * d[i]) % st for i in range(nsp)]
+        phase_of.append(sum(ph[i] * st ** (nsp - 1 - i) for i in range(nsp)))
+        offs.append(sum(((tap[i] * d[i]) // st) * qstr[i] for i in range(nsp)))
+    wide = osz[0] * qstr[0]
+    return qsp, qimg, st ** nsp, tuple(phase_of), tuple(offs), wide, max(qimg, wide + max(offs))
+
+
 def _depthwise(x: np.ndarray, w: np.ndarray, p: list[int], k, s, d, osz, res: np.ndarray,
                attrs: dict[str, Any]) -> None:
     """out[n, c] = sum over taps of w[c, tap] * x[n, c, o*s + tap*d] (group = channels)."""
@@ -463,18 +482,7 @@ def _depthwise(x: np.ndarray, w: np.ndarray, p: list[int], k, s, d, osz, res: np
     # by a batched [1, K] x [K, wide] product per channel.  The wide columns past the real
     # output width are computed and dropped (they read only zeros or the image).
     st = s[0]
-    qsp = tuple(-(-psp[i] // st) for i in range(nsp))  # phase image dims
-    qstr = [int(np.prod(qsp[i + 1:], dtype=np.int64)) for i in range(nsp)]  # element strides
-    qimg = int(np.prod(qsp, dtype=np.int64))
-    nph = st ** nsp
-    phase_of = []
-    offs = []
-    for tap in taps:
-        ph = [(tap[i] * d[i]) % st for i in range(nsp)]
-        phase_of.append(sum(ph[i] * st ** (nsp - 1 - i) for i in range(nsp)))
-        offs.append(sum(((tap[i] * d[i]) // st) * qstr[i] for i in range(nsp)))
-    wide = osz[0] * qstr[0]
-    row = max(qimg, wide + max(offs))
+    qsp, qimg, nph, phase_of, offs, wide, row = _phase_plan(psp, tuple(k), st, tuple(d), tuple(osz))
     buf = _scratch(attrs, 0, (nph, c, row), dt)
     cols = _scratch(attrs, 1, (c, len(taps), wide), dt)
     acc = _scratch(attrs, 4, (c, 1, wide), dt)
@@ -542,8 +550,8 @@ def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: di
             else:
                 p[i], p[i + nsp] = total - total // 2, total // 2
     osz = [full[i] + op[i] - p[i] - p[i + nsp] for i in range(nsp)]
-    kk = int(np.prod(k, dtype=np.int64))
-    length = int(np.prod(sp, dtype=np.int64))
+    kk = math.prod(k)
+    length = math.prod(sp)
     wt = w.reshape(g, cg, mg * kk).transpose(0, 2, 1)  # [G, Mg*K, Cg]
     cols = np.matmul(wt, x.reshape(n, g, cg, length)).reshape(n, m, *k, *sp)
     ext = [max(full[i], p[i] + osz[i]) for i in range(nsp)]
