@@ -16,11 +16,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from compiler.errors import AtcError, UsageError
+from runtime.om import write_atomic
 
 __all__ = ["build_parser", "main"]
 
@@ -96,19 +96,6 @@ def parse_bytes(spec: str | None) -> int | None:
         return int(s)
     except ValueError:
         raise UsageError(f"--mem_limit: cannot read {spec!r} as a size (e.g. 512M, 8G, 1048576)") from None
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file beside `path`, then rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _require(args: argparse.Namespace, *names: str) -> None:

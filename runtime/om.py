@@ -159,21 +159,7 @@ class Executable:
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: a temp file in the same directory, then ``os.replace``."""
         path = Path(path)
-        data = self.to_bytes()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        write_atomic(path, self.to_bytes())
         return path
 
     @classmethod
@@ -247,6 +233,22 @@ def _fmt_v(v: Any) -> str:
 
 
 # --- writer -------------------------------------------------------------------------------
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to a temp file beside `path`, fsync, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def write_om(header: dict[str, Any], weights: dict[str, np.ndarray]) -> bytes:
     index: dict[str, Any] = {}
     chunks: list[bytes] = []
