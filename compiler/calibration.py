@@ -14,7 +14,8 @@ batches.  Methods:
 - ``percentile``: the ``p``-th percentile of ``|x|`` (default 99.9) from a
   histogram, so a few outliers do not stretch the scale;
 - ``entropy``: the clipping threshold whose 128-level quantized distribution is
-  closest (KL divergence) to the observed one, TensorRT's method.
+  closest (KL divergence) to the observed one, TensorRT's method (2048 bins,
+  candidates from 128 bins up; exact zeros left out, see `entropy_amax`).
 
 Histogram methods run twice over the data: once for each tensor's range, once to
 fill a fixed-range histogram (`NBINS` bins over ``[0, max|x|]``).
@@ -40,6 +41,7 @@ from ir.core import Graph, Value
 from ir.types import TensorType
 
 __all__ = [
+    "KL_BINS",
     "METHODS",
     "NBINS",
     "CalibrationResult",
@@ -57,7 +59,8 @@ __all__ = [
 ]
 
 METHODS = ("max", "percentile", "entropy")
-NBINS = 16384
+NBINS = 16384  # the collected histogram (fine enough for percentiles)
+KL_BINS = 2048  # the entropy method's histogram, TensorRT's size
 LEVELS = 128  # |q| in 0..127
 DEFAULT_BATCH = 32
 
@@ -73,6 +76,20 @@ class CalibrationResult:
     samples: int
     percentile: float | None = None
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # per tensor: max, chosen amax
+    # the calibration batches and how to run a graph on them, kept so the quantize
+    # pass can measure its own error on the same data (bias correction)
+    batches: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False, compare=False)
+    runner: RunnerFactory | None = field(default=None, repr=False, compare=False)
+
+    def sweep(self, graph: Graph, names: Sequence[str], each: Callable[[str, np.ndarray], None]) -> None:
+        """Run `graph` (the float model or a quantized one: same inputs) on the
+        calibration batches, calling ``each(name, array)`` for every value in `names`."""
+        if self.runner is None or not self.batches:
+            raise ValueError("this calibration result has no samples to run")
+        run = self.runner(graph, names)
+        for feeds in self.batches:
+            for name, arr in run(feeds).items():
+                each(name, arr)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -169,17 +186,21 @@ def _batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size
 # --- statistics ------------------------------------------------------------------------------
 @dataclass
 class Histogram:
-    """Counts of ``|x|`` in `NBINS` equal bins over ``[0, hi]``."""
+    """Counts of ``|x|`` in `NBINS` equal bins over ``[0, hi]``; exact zeros are
+    counted apart (`zeros`): they quantize exactly at any scale."""
 
     hi: float
     counts: np.ndarray = field(default_factory=lambda: np.zeros(NBINS, np.int64))
+    zeros: int = 0
 
     def add(self, x: np.ndarray) -> None:
         a = np.abs(np.asarray(x, np.float32)).ravel()
+        nz = a[a != 0]
+        self.zeros += a.size - nz.size
         if self.hi <= 0:
-            self.counts[0] += a.size
+            self.counts[0] += nz.size
             return
-        idx = np.minimum((a * (NBINS / self.hi)).astype(np.int64), NBINS - 1)
+        idx = np.minimum((nz * (NBINS / self.hi)).astype(np.int64), NBINS - 1)
         self.counts += np.bincount(idx, minlength=NBINS)
 
     @property
@@ -188,7 +209,9 @@ class Histogram:
 
 
 def percentile_amax(h: Histogram, p: float) -> float:
-    cdf = np.cumsum(h.counts)
+    counts = h.counts.copy()
+    counts[0] += h.zeros
+    cdf = np.cumsum(counts)
     total = cdf[-1]
     if total == 0 or h.hi <= 0:
         return 0.0
@@ -196,36 +219,58 @@ def percentile_amax(h: Histogram, p: float) -> float:
     return float(h.edges[min(i, NBINS - 1) + 1])
 
 
-def entropy_amax(h: Histogram, levels: int = LEVELS, stride: int | None = None) -> float:
-    """TensorRT's KL calibration: for each candidate threshold (a bin edge), fold the
-    counts beyond it into the last bin (P), merge the bins below it into `levels`
-    groups spread back evenly over their non-empty bins (Q), and keep the
-    threshold with the least KL(P || Q)."""
+def _kl_divergences(counts: np.ndarray, candidates: np.ndarray, levels: int) -> np.ndarray:
+    """KL(P || Q) for each candidate threshold (a bin count ``i``): P is the first
+    ``i`` bins with everything above folded into bin ``i - 1``; Q merges those
+    ``i`` bins (without the fold) into `levels` equal groups and spreads each
+    group's count evenly over its non-empty bins (an empty bin stays empty)."""
+    out = np.empty(len(candidates))
+    cum = np.concatenate([[0.0], np.cumsum(counts)])
+    cum_nz = np.concatenate([[0], np.cumsum(counts > 0)])
+    total = cum[-1]
+    for j, i in enumerate(candidates):
+        # group g holds bins [lo[g], lo[g + 1]); its sums come from the prefix sums
+        lo = (np.arange(levels + 1) * i) // levels
+        mass = cum[lo[1:]] - cum[lo[:-1]]
+        filled = cum_nz[lo[1:]] - cum_nz[lo[:-1]]
+        per_bin = np.repeat(mass / np.maximum(filled, 1), np.diff(lo))
+        p = counts[:i].copy()
+        p[-1] += total - cum[i]
+        q = np.where(counts[:i] > 0, per_bin, 0.0)
+        m = p > 0
+        ps = p[m] / total
+        # P mass where Q has none (the folded tail over an empty last bin): smoothed, not infinite
+        qs = np.maximum(q[m] / max(cum[i], 1e-300), 1e-12)
+        out[j] = float(np.sum(ps * np.log(ps / qs)))
+    return out
+
+
+def entropy_amax(h: Histogram, levels: int = LEVELS, bins: int = KL_BINS) -> float:
+    """TensorRT's KL calibration: the histogram is merged into `bins` (2048) bins;
+    every threshold from ``levels`` bins up to the last non-empty one is a
+    candidate, and the one whose `levels`-level quantized distribution is closest
+    to the observed one (least KL divergence, `_kl_divergences`) wins.
+
+    Exact zeros (a ReLU's output is half zeros) are left out: they quantize
+    exactly whatever the threshold, yet as a spike in the first bin they would
+    make every wide first group look bad and pull the threshold down.  Ties go to
+    the larger threshold (a spiky, discrete distribution such as raw pixel values
+    has KL = 0 both for a tiny threshold and for none at all; clipping less is
+    the one that keeps the data)."""
     counts = h.counts.astype(np.float64)
     if counts.sum() == 0 or h.hi <= 0:
         return 0.0
-    nz = np.nonzero(counts)[0]
-    last = int(nz[-1]) + 1  # thresholds past the last non-empty bin all clip nothing
+    merge = max(1, len(counts) // bins)
+    counts = counts[: len(counts) // merge * merge].reshape(-1, merge).sum(axis=1)
+    width = h.hi / len(counts)
+    last = int(np.nonzero(counts)[0][-1]) + 1  # thresholds past the last non-empty bin all clip nothing
     if last <= levels:
-        return float(h.edges[last])
-    stride = stride or max(1, (last - levels) // 1024)
-    best, best_i = np.inf, last
-    # every stride-th edge, and always `last` itself (no clipping at all)
-    for i in [*range(levels, last, stride), last]:
-        p = counts[:i].copy()
-        p[-1] += counts[i:].sum()
-        starts = np.linspace(0, i, levels + 1).astype(np.int64)[:-1]
-        grp = np.add.reduceat(counts[:i], starts)
-        nonempty = np.add.reduceat((counts[:i] > 0).astype(np.float64), starts)
-        which = np.repeat(np.arange(levels), np.diff(np.append(starts, i)))
-        q = np.where(counts[:i] > 0, (grp / np.maximum(nonempty, 1))[which], 0.0)
-        mask = p > 0
-        ps, qs = p[mask] / p.sum(), q[mask] / max(q.sum(), 1e-300)
-        qs = np.maximum(qs, 1e-12)  # a P mass where Q has none (the folded tail): smooth
-        kl = float(np.sum(ps * np.log(ps / qs)))
-        if kl < best:
-            best, best_i = kl, i
-    return float(h.edges[best_i])
+        return float(last * width)
+    candidates = np.arange(levels, last + 1)
+    kl = _kl_divergences(counts, candidates, levels)
+    best = kl.min()
+    i = candidates[np.nonzero(kl <= best + 1e-12 * max(1.0, abs(best)))[0][-1]]
+    return float(i * width)
 
 
 def amax_from_histogram(h: Histogram, method: str, percentile: float = 99.9) -> float:
@@ -316,10 +361,11 @@ def calibrate(
         raise UsageError(f"unknown --calibration_method={method}; choose {', '.join(METHODS)}")
     targets = list(names) if names is not None else calibration_targets(graph, keep_dtype)
     n = next(iter(data.values())).shape[0] if data else 0
+    pct = percentile if method == "percentile" else None
+    batches = _batches(data, graph.inputs, batch_size) if n else []
     if not targets:
-        return CalibrationResult({}, method, n, percentile if method == "percentile" else None)
+        return CalibrationResult({}, method, n, pct, batches=batches, runner=runner)
     run = runner(graph, targets)
-    batches = _batches(data, graph.inputs, batch_size)
     hi: dict[str, float] = dict.fromkeys(targets, 0.0)
 
     def track_max(name: str, a: np.ndarray) -> None:
@@ -341,7 +387,7 @@ def calibrate(
         amax = {k: amax_from_histogram(h, method, percentile) for k, h in hists.items()}
     for k, v in amax.items():
         stats[k]["amax"] = v
-    return CalibrationResult(amax, method, n, percentile if method == "percentile" else None, stats)
+    return CalibrationResult(amax, method, n, pct, stats, batches, runner)
 
 
 # --- compile integration ----------------------------------------------------------------------

@@ -24,12 +24,19 @@ Then, to a fixed point:
 - ``quantize(dequantize(q, s), s)`` → ``q``; with different scales →
   ``quant.requantize(q) {scale, to_scale}``.
 
+Last, bias correction (``bias_correction``, on by default; see
+`passes._bias_correction`): each integer op's int32 bias absorbs the mean shift
+``E[y_float - y_int8]`` its own quantization causes, measured on the calibration
+samples (the corrected bias is named ``<weight>_bias_c``).
+
 Options (``ctx.options``): ``calibration`` = {value name: amax} or
 ``calibrator`` = fn(graph) -> {value name: amax} (see `compiler.calibration`);
 ``keep_dtype`` = op names, result names or ``OpType::Kind`` to leave in float;
 ``precision_mode`` (the pass only acts for ``allow_quantize`` when it is set).
 `default_amax` (pass option) gives uncalibrated activations a range — for
-hand-written IR tests: ``quantize{default_amax=4.0}``.
+hand-written IR tests: ``quantize{default_amax=4.0}``; there `bias_samples`
+draws that many seeded random inputs (uniform in ``±default_amax``) for bias
+correction to measure on: ``quantize{default_amax=4.0, bias_samples=64}``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from ir.core import Graph, Op, Value
 from ir.ops.core import CONV_ATTRS
 from ir.types import DType
 from ir.verifier import ANNOTATIONS
+from passes._bias_correction import Layer, Sweep, correct_biases, measure
 from passes._rewrite import apply_rules, rename, replace_op
 from passes.base import Pass, PassContext, register
 from runtime.kernels.quant import quantize as quantize_array
@@ -242,15 +250,33 @@ FOLD_RULES = {"quant.quantize": [fold_dequantize, fuse_requantize, hoist_quantiz
 
 
 # --- the pass ---------------------------------------------------------------------------------
-def _calibration(graph: Graph, ctx: PassContext) -> dict[str, float]:
+def _calibration(graph: Graph, ctx: PassContext) -> tuple[dict[str, float], Any]:
+    """({value name: amax}, the calibration result or None)."""
     cal = ctx.options.get("calibration")
     if cal is None and callable(ctx.options.get("calibrator")):
         cal = ctx.options["calibrator"](graph, ctx)
         ctx.options["calibration"] = cal
     if cal is None:
-        return {}
+        return {}, None
     amax = getattr(cal, "amax", cal)
-    return {str(k): float(v) for k, v in amax.items()}
+    return {str(k): float(v) for k, v in amax.items()}, cal
+
+
+def _synthetic_sweep(graph: Graph, samples: int, amax: float) -> Sweep:
+    """Seeded random inputs for hand-written IR (symbolic dims taken as 1)."""
+    from compiler.calibration import CalibrationResult, float_runner
+
+    rng = np.random.default_rng(0)
+    feeds = {v.name: rng.uniform(-amax, amax, [samples, *(d if isinstance(d, int) else 1
+                                                         for d in v.type.shape[1:])]).astype(v.type.dtype.numpy)
+             for v in graph.inputs}
+    return CalibrationResult({}, "synthetic", samples, batches=[feeds], runner=float_runner).sweep
+
+
+def _layer(op: Op, plan: _Plan, amax: float) -> Layer:
+    x = op.operands[0]
+    assert x is not None
+    return Layer(op.results[0].name, plan.kind == "quant.conv", plan.attrs, x.name, amax, plan.weight, plan.bias)
 
 
 @register
@@ -259,6 +285,8 @@ class Quantize(Pass):
     name: ClassVar[str] = "quantize"
     default_amax: float = 0.0  # range for activations calibration did not see (0: leave them float)
     fold: bool = True  # fold quantize/dequantize pairs and fuse requantization
+    bias_correction: bool = True  # fold each layer's mean quantization error into its bias
+    bias_samples: int = 0  # without calibration samples: this many synthetic ones (IR tests)
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         mode = ctx.options.get("precision_mode")
@@ -268,9 +296,8 @@ class Quantize(Pass):
         todo = [(op, p) for op in graph.ops if (p := _plan(op)) is not None and not kept(op, keep)]
         if not todo:
             return False
-        amax = _calibration(graph, ctx)
-        cache: dict = {}
-        changed = False
+        amax, cal = _calibration(graph, ctx)
+        todo_amax = []
         for op, plan in todo:
             x = op.operands[0]
             a = amax.get(x.name, self.default_amax or None)  # type: ignore[union-attr]
@@ -278,11 +305,30 @@ class Quantize(Pass):
                 ctx.diagnostics.append(f"quantize: {op.kind} %{op.results[0].name} kept in float: "
                                        f"no calibration range for %{x.name}")  # type: ignore[union-attr]
                 continue
+            todo_amax.append((op, plan, a))
+        if not todo_amax:
+            return False
+        sweep = self._sweep(graph, cal)
+        layers = [_layer(op, plan, a) for op, plan, a in todo_amax]
+        if sweep is not None:
+            measure(graph, layers, sweep)
+        cache: dict = {}
+        for op, plan, a in todo_amax:
             _quantize_op(graph, op, plan, a, cache, ctx)
-            changed = True
-        if changed:
+        graph.erase_dead()
+        if self.fold:
+            apply_rules(graph, FOLD_RULES, ctx)
+        if sweep is not None:
+            ctx.count("quantization", "bias_corrected", correct_biases(graph, layers))
             graph.erase_dead()
-            if self.fold:
-                apply_rules(graph, FOLD_RULES, ctx)
-        return changed
+        return True
 
+    def _sweep(self, graph: Graph, cal: Any) -> Sweep | None:
+        """How to run graphs on calibration samples, when bias correction is on and there are some."""
+        if not self.bias_correction:
+            return None
+        if getattr(cal, "batches", None) and getattr(cal, "runner", None) is not None:
+            return cal.sweep
+        if self.bias_samples > 0 and self.default_amax > 0:
+            return _synthetic_sweep(graph, self.bias_samples, self.default_amax)
+        return None

@@ -29,6 +29,7 @@ __all__ = [
     "KERNELS",
     "K_TILE",
     "QMAX",
+    "conv_windows",
     "dequantize",
     "epilogue",
     "int8_conv",
@@ -122,14 +123,22 @@ def _conv_cols(x: Array, kernel: Sequence[int], strides: Sequence[int], dilation
     return win[index]
 
 
+def _geometry(nsp: int, attrs: dict[str, Any], kernel: Sequence[int]) -> tuple[list[int], ...]:
+    """Kernel, strides, dilations and pads of an ONNX Conv with `nsp` spatial dims."""
+    return (list(attrs.get("kernel_shape") or kernel), list(attrs.get("strides") or [1] * nsp),
+            list(attrs.get("dilations") or [1] * nsp), list(attrs.get("pads") or [0] * (2 * nsp)))
+
+
+def conv_windows(x: Array, attrs: dict[str, Any], kernel: Sequence[int]) -> Array:
+    """The ``[N, C, *out, *kernel]`` input windows (a view) a Conv with `attrs` reads."""
+    return _conv_cols(x, *_geometry(x.ndim - 2, attrs, kernel))
+
+
 def int8_conv(x: Array, w: Array, attrs: dict[str, Any], tile: Sequence[int] | None = None) -> Array:
     """Exact int8 ONNX Conv (``[N, C, *sp]`` x ``[M, C/group, *k]`` -> int32 ``[N, M, *out]``)
     as implicit GEMM over im2col columns."""
     nsp = x.ndim - 2
-    kernel = list(attrs.get("kernel_shape") or w.shape[2:])
-    strides = list(attrs.get("strides") or [1] * nsp)
-    dil = list(attrs.get("dilations") or [1] * nsp)
-    pads = list(attrs.get("pads") or [0] * (2 * nsp))
+    kernel, strides, dil, pads = _geometry(nsp, attrs, w.shape[2:])
     group = int(attrs.get("group", 1) or 1)
     cols = _conv_cols(x, kernel, strides, dil, pads)  # N, C, *out, *k
     n, c = x.shape[:2]

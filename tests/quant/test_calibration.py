@@ -37,7 +37,9 @@ def test_outliers_stretch_max_but_not_percentile_or_entropy() -> None:
     h = _hist(x)
     assert h.hi > 50 * clean_p  # what `max` would take
     assert percentile_amax(h, 99.9) < 3 * clean_p
-    assert entropy_amax(h) < 3 * clean_e
+    # TensorRT's search starts at 128 of 2048 bins, so entropy cannot go below hi / 16,
+    # but it does go there: the outliers are clipped, not given the scale
+    assert clean_e < entropy_amax(h) < h.hi / 10
     assert 2.5 < clean_e < 6.0  # a Gaussian's KL threshold sits a few sigma out
 
 
