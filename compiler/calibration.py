@@ -48,6 +48,7 @@ __all__ = [
     "Histogram",
     "Runner",
     "amax_from_histogram",
+    "batches",
     "calibrate",
     "calibrate_for_compile",
     "calibration_targets",
@@ -168,7 +169,7 @@ def load_calibration_data(path: str | Path, inputs: Sequence[Value]) -> dict[str
     return out
 
 
-def _batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
+def batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
     """Feeds of the batch size the model takes: its static batch dimension when it
     has one (the tail is padded by wrapping round), else `batch_size`."""
     n = next(iter(data.values())).shape[0]
@@ -362,9 +363,9 @@ def calibrate(
     targets = list(names) if names is not None else calibration_targets(graph, keep_dtype)
     n = next(iter(data.values())).shape[0] if data else 0
     pct = percentile if method == "percentile" else None
-    batches = _batches(data, graph.inputs, batch_size) if n else []
+    feeds = batches(data, graph.inputs, batch_size) if n else []
     if not targets:
-        return CalibrationResult({}, method, n, pct, batches=batches, runner=runner)
+        return CalibrationResult({}, method, n, pct, batches=feeds, runner=runner)
     run = runner(graph, targets)
     hi: dict[str, float] = dict.fromkeys(targets, 0.0)
 
@@ -372,7 +373,7 @@ def calibrate(
         if name in hi and a.size:
             hi[name] = max(hi[name], float(np.max(np.abs(a))))
 
-    _sweep(run, batches, "calibrating (ranges)" if method != "max" else "calibrating", progress, track_max)
+    _sweep(run, feeds, "calibrating (ranges)" if method != "max" else "calibrating", progress, track_max)
     stats = {k: {"max": v} for k, v in hi.items()}
     if method == "max":
         amax = dict(hi)
@@ -383,11 +384,11 @@ def calibrate(
             if name in hists:
                 hists[name].add(a)
 
-        _sweep(run, batches, f"calibrating ({method})", progress, fill)
+        _sweep(run, feeds, f"calibrating ({method})", progress, fill)
         amax = {k: amax_from_histogram(h, method, percentile) for k, h in hists.items()}
     for k, v in amax.items():
         stats[k]["amax"] = v
-    return CalibrationResult(amax, method, n, pct, stats, batches, runner)
+    return CalibrationResult(amax, method, n, pct, stats, feeds, runner)
 
 
 # --- compile integration ----------------------------------------------------------------------

@@ -264,13 +264,13 @@ def _calibration(graph: Graph, ctx: PassContext) -> tuple[dict[str, float], Any]
 
 def _synthetic_sweep(graph: Graph, samples: int, amax: float) -> Sweep:
     """Seeded random inputs for hand-written IR (symbolic dims taken as 1)."""
-    from compiler.calibration import CalibrationResult, float_runner
+    from compiler.calibration import DEFAULT_BATCH, CalibrationResult, batches, float_runner
 
     rng = np.random.default_rng(0)
-    feeds = {v.name: rng.uniform(-amax, amax, [samples, *(d if isinstance(d, int) else 1
-                                                         for d in v.type.shape[1:])]).astype(v.type.dtype.numpy)
-             for v in graph.inputs}
-    return CalibrationResult({}, "synthetic", samples, batches=[feeds], runner=float_runner).sweep
+    data = {v.name: rng.uniform(-amax, amax, [samples, *(d if isinstance(d, int) else 1 for d in v.type.shape[1:])])
+            .astype(v.type.dtype.numpy) for v in graph.inputs}
+    return CalibrationResult({}, "synthetic", samples, batches=batches(data, graph.inputs, DEFAULT_BATCH),
+                             runner=float_runner).sweep
 
 
 def _layer(op: Op, plan: _Plan, amax: float) -> Layer:
