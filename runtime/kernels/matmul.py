@@ -14,14 +14,13 @@ f16 once at the end (after bias and activation), as the Cube accumulates f16
 products in its f32 L0C buffer (numpy's own f16 matmul rounds every partial
 sum and does not use BLAS).
 
-Tile plans: a Cube op's ``tile = [tm, tn, tk]`` bounds the blocks the Cube
-computes; ``runtime.kernels.tiling.tiled_matmul`` runs it tile by tile.  For
-float operands this module executes the same plan in fewer, larger BLAS calls
-(`tiled_product`): one call per K-tile over the whole M x N extent, summed in the
-plan's K order (``acc = p0; acc += p1; ...``), which is exactly what the tile
-loop computes for every output element (its blocks are ``0 + p0 + p1 ...``);
-only the M/N split, which does not change any element's sum, is dropped.
-Integer operands still go through ``tiled_matmul`` (exact either way).
+Tile plans: a Cube op's ``tile = [tm, tn, tk]`` is how the Cube blocks the
+product (it drives the cost model and the report).  Float products run here as
+one BLAS call, which blocks for the CPU's caches itself: the plan's K order
+changes only rounding, and splitting into 256-blocks made the float Cube ops
+6-10% slower (resnet50, vgg19).  Integer operands run the plan tile by tile
+(``runtime.kernels.tiling.tiled_matmul``): there the K-tile bounds the int32
+partial sums, which the plan promises.
 """
 
 from __future__ import annotations
@@ -35,8 +34,9 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from runtime.kernels import kernel, slot
+from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
 
-__all__ = ["CUBE_KERNELS", "Scratch", "conv", "conv_pads", "conv_transpose", "matmul", "relu_", "tiled_product"]
+__all__ = ["CUBE_KERNELS", "Scratch", "conv", "conv_pads", "conv_transpose", "matmul", "relu_"]
 
 # kernels that take scratch buffers from attrs["_scratch"] (the session adds it to their steps)
 CUBE_KERNELS = frozenset({"MatMul", "Gemm", "Conv", "fused.conv", "fused.matmul_add_relu",
@@ -96,48 +96,6 @@ def _fits(o: np.ndarray | None, shape: tuple[int, ...], dtype: np.dtype) -> bool
     return o is not None and o.shape == shape and o.dtype == dtype
 
 
-def tiled_product(a: np.ndarray, b: np.ndarray, tile: Any, out: np.ndarray,
-                  tmp: np.ndarray | None = None) -> np.ndarray:
-    """Float ``a @ b`` into `out` (``[..., M, N]``, acc dtype) tile by tile, ``tile = [tm, tn, tk]``.
-
-    The same BLAS calls as ``tiling.tiled_matmul``'s loop, so bit-identical to it
-    (checked by tests/runtime/test_matmul_fast.py): BLAS rounding depends on
-    where an element falls in its micro-kernel blocking, so merging M or N tiles
-    into larger calls changes low bits, which the ill-conditioned squeezenet light
-    model amplifies past the test tolerance.  What is saved is the copying around
-    the calls: the first K-tile's product is written straight into its block of
-    `out` (the loop computes ``0 + p0``, which is ``p0``), later K-tiles go
-    through `tmp` (a scratch of at least one block) and are added in K order; no
-    zeroed accumulator and no final copy.
-    """
-    tm, tn, tk = (int(t) for t in tile)
-    if min(tm, tn, tk) <= 0:
-        raise ValueError(f"tile sizes must be positive, got {list(tile)}")
-    m, k = a.shape[-2:]
-    n = b.shape[-1]
-    if tmp is None and k > tk:
-        tmp = np.empty(out.shape[:-2] + (min(tm, m), min(tn, n)), out.dtype)
-    for i0 in range(0, m, tm):
-        i1 = min(i0 + tm, m)
-        ai = a[..., i0:i1, :]
-        for j0 in range(0, n, tn):
-            j1 = min(j0 + tn, n)
-            block = out[..., i0:i1, j0:j1]
-            bj = b[..., :, j0:j1]
-            np.matmul(ai[..., :tk], bj[..., :tk, :], out=block)
-            for k0 in range(tk, k, tk):
-                k1 = min(k0 + tk, k)
-                t = tmp[..., : i1 - i0, : j1 - j0]
-                np.matmul(ai[..., k0:k1], bj[..., k0:k1, :], out=t)
-                block += t
-    return out
-
-
-def _tile_tmp(attrs: dict[str, Any], full: tuple[int, ...], tile: Any, dt: np.dtype) -> np.ndarray:
-    """Scratch for one K-tile's partial block of a [..., M, N] product."""
-    return _scratch(attrs, 3, (*full[:-2], min(int(tile[0]), full[-2]), min(int(tile[1]), full[-1])), dt)
-
-
 def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | None = None,
            epilogue: Any = None) -> np.ndarray:
     """a @ b (ONNX MatMul = numpy matmul) following the op's tile plan.
@@ -180,10 +138,7 @@ def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | 
         r = _scratch(attrs, 2, full, acc_dt)
     else:
         r = np.empty(full, acc_dt)
-    if tile:
-        tiled_product(a2, b2, tile, r, _tile_tmp(attrs, full, tile, acc_dt))
-    else:
-        np.matmul(a2, b2, out=r)
+    np.matmul(a2, b2, out=r)
     if sq_b:  # back to the result's shape (views)
         r = r[..., 0]
     if sq_a:
@@ -391,12 +346,13 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     # the tile plan only bounds Cube block sizes: a depthwise conv gives the same numbers tap by tap
     if cg == 1 and mg == 1 and g > 1:
         _depthwise(x, w, p, k, s, d, osz, acc, attrs)
+    elif nsp == 2 and winograd_applies(k, s, d, g, c, m, osz):
+        winograd_conv3x3(x, _winograd_u(attrs, w, acc_dt), p, acc,
+                         lambda key, shape, dt: _scratch(attrs, key, shape, dt))
     else:
         kk = math.prod(k)
         wm = w.reshape(g, mg, cg * kk)
         a4 = acc.reshape(n, g, mg, length)
-        tile = attrs.get("tile") if g == 1 else None
-        tmp = _tile_tmp(attrs, (mg, length), [tile[1], tile[0], tile[2]], acc_dt) if tile else None
         pointwise = all(v == 1 for v in k) and not any(p)
         for i in range(n):
             xi = x[i]
@@ -415,13 +371,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
                 buf = _scratch(attrs, 1, (c, *k, *osz), acc_dt)
                 _im2col(xi, k, s, d, osz, buf)
                 cols = buf.reshape(g, cg * kk, length)
-            if tile:
-                # the plan is for the implicit GEMM [pixels, Cin*K] x [Cin*K, Cout]; it runs as its
-                # transpose W[Cout, Cin*K] x cols[Cin*K, pixels] with the tile sizes swapped, the
-                # same orientation as the untiled product
-                tm, tn, tk = tile
-                tiled_product(wm[0], cols[0], [tn, tm, tk], a4[i, 0], tmp)
-            elif g == 1:
+            if g == 1:
                 np.matmul(wm[0], cols[0], out=a4[i, 0])
             else:
                 np.matmul(wm, cols, out=a4[i])
@@ -432,6 +382,16 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     if acc is not res:
         np.copyto(res, acc, casting="unsafe")
     return res
+
+
+def _winograd_u(attrs: dict[str, Any], w: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The Winograd weight transform, kept in the step's attrs while the weights
+    (read-only views into the loaded file) stay the same array."""
+    key = (w.__array_interface__["data"][0], w.shape, dt.str)
+    hit = attrs.get("_winograd_u")
+    if hit is None or hit[0] != key:
+        hit = attrs["_winograd_u"] = (key, winograd_weights(w, dt))
+    return hit[1]
 
 
 @functools.lru_cache(maxsize=256)

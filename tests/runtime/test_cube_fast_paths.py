@@ -2,8 +2,8 @@
 
 - f16 operands accumulate in f32 (as the Cube's L0C) and are rounded to f16 once,
   after the bias/activation epilogue;
-- a tile plan run by `tiled_product` is bit-identical to `tiling.tiled_matmul`'s
-  tile loop (the squeezenet light model amplifies low-bit differences);
+- a float Cube op with a tile plan gives the numbers of `tiling.tiled_matmul`'s
+  tile loop (up to rounding: it runs as one BLAS call);
 - depthwise convs (the "wide row" stride-1 path and the strided path) equal the
   reference Conv;
 - a session's scratch buffers are sized by the first run and reused after it.
@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from codegen import build_executable
 from runtime.kernels import lookup_kernel
-from runtime.kernels.matmul import Scratch, conv, tiled_product
+from runtime.kernels.matmul import Scratch, conv
 from runtime.kernels.tiling import tiled_matmul
 from runtime.session import Session
 from tests.runtime.helpers import assert_close, ir_single, reference, run_ir
@@ -83,20 +83,19 @@ def test_f16_conv_in_a_session_matches_reference():
     assert_close(got.astype(np.float32), want, rtol=2e-3, atol=2e-3)
 
 
-# --- the tile plan: bit-identical to the tile loop -----------------------------------------
-@settings(max_examples=40, deadline=None)
+# --- the tile plan ------------------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
 @given(m=st.integers(1, 70), k=st.integers(1, 90), n=st.integers(1, 70), batch=st.sampled_from([(), (2,)]),
        tm=st.integers(1, 40), tn=st.integers(1, 40), tk=st.integers(1, 40), seed=st.integers(0, 2**16))
-def test_tiled_product_is_bit_identical_to_tiled_matmul(m, k, n, batch, tm, tn, tk, seed):
+def test_planned_float_matmul_gives_the_tile_loops_numbers(m, k, n, batch, tm, tn, tk, seed):
     r = np.random.RandomState(seed)
     a = r.standard_normal((*batch, m, k)).astype(np.float32)
     b = r.standard_normal((k, n)).astype(np.float32)
-    want = tiled_matmul(a, b, [tm, tn, tk])
-    got = tiled_product(a, b, [tm, tn, tk], np.empty((*batch, m, n), np.float32))
-    np.testing.assert_array_equal(got, want)
+    got = _run("MatMul", [a, b], {"tile": [tm, tn, tk]})
+    assert_close(got, tiled_matmul(a, b, [tm, tn, tk]), rtol=1e-5, atol=1e-5)
 
 
-def test_tiled_conv_is_bit_identical_to_the_tile_loop_in_the_plan_orientation():
+def test_planned_conv_gives_the_tile_loops_numbers():
     r = np.random.RandomState(2)
     x = r.standard_normal((2, 20, 9, 9)).astype(np.float32)
     w = r.standard_normal((40, 20, 3, 3)).astype(np.float32)
@@ -104,10 +103,10 @@ def test_tiled_conv_is_bit_identical_to_the_tile_loop_in_the_plan_orientation():
     got = conv(x, w, None, {"pads": [1, 1, 1, 1], "tile": [tm, tn, tk]})
     xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
     cols = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))  # [N, C, 9, 9, 3, 3]
-    cols = np.ascontiguousarray(cols.transpose(0, 1, 4, 5, 2, 3)).reshape(2, 180, 81)
+    cols = np.ascontiguousarray(cols.transpose(0, 2, 3, 1, 4, 5)).reshape(2, 81, 180)
     for i in range(2):
-        want = tiled_matmul(w.reshape(40, 180), cols[i], [tn, tm, tk])
-        np.testing.assert_array_equal(got[i].reshape(40, 81), want)
+        want = tiled_matmul(cols[i], w.reshape(40, 180).T, [tm, tn, tk])  # [pixels, Cout]
+        assert_close(got[i].reshape(40, 81), want.T, rtol=1e-5, atol=1e-5)
 
 
 # --- depthwise --------------------------------------------------------------------------------
