@@ -10,6 +10,9 @@ Rules (a table, applied to a fixed point by `passes._rewrite.apply_rules`):
 - Identity, inference Dropout, same-dtype Cast and no-op Reshape are removed;
 - BatchNormalization folds into the preceding Conv's weights and bias (when the
   Conv result has no other user) or becomes a per-channel Mul + Add;
+- a Mul or Add of a per-channel constant right after a Conv (the scale layers
+  caffe2 exports after its BatchNorm, or a BN that became Mul + Add) folds into
+  the Conv's weights and bias the same way;
 - Gemm is normalized to MatMul (+ Add): transB/alpha are folded into a constant
   B, beta into a constant C, so one fusion rule covers torch's and skl2onnx's
   Linear layers;
@@ -224,6 +227,64 @@ def bn_to_mul_add(graph: Graph, op: Op, ctx: PassContext) -> bool:
     return True
 
 
+def _conv_and_channel_const(graph: Graph, op: Op) -> tuple[Op, np.ndarray, np.ndarray, np.ndarray | None] | None:
+    """(conv, per-output-channel constant [C] in float64, W, b) when `op` combines a
+    single-use Conv result with a constant that varies along the channel axis only."""
+    for i in (0, 1):
+        x, k = op.operands[i], _const(op.operands[1 - i])
+        conv = x.producer
+        if conv is None or conv.kind != "Conv" or k is None or op.result.type != x.type:
+            continue
+        if not single_use(graph, x) or is_output(graph, x) or x.type.dtype.numpy.kind != "f":
+            continue
+        w = _const(conv.operands[1])
+        has_b = len(conv.operands) > 2 and conv.operands[2] is not None
+        b = _const(conv.operands[2]) if has_b else None
+        if w is None or (has_b and b is None):
+            continue
+        cout, rank = w.shape[0], x.type.rank
+        if k.ndim > rank:
+            continue
+        kk = k.reshape((1,) * (rank - k.ndim) + k.shape)  # right-aligned as broadcasting does
+        if any(d != 1 for j, d in enumerate(kk.shape) if j != 1) or kk.shape[1] not in (1, cout):
+            continue
+        return conv, np.broadcast_to(kk.reshape(-1).astype(np.float64), (cout,)), w, b
+    return None
+
+
+def _refold_conv(graph: Graph, op: Op, conv: Op, w: np.ndarray | None, b: np.ndarray, tag: str) -> None:
+    """`op` becomes Conv(x, w, b) (w None: the Conv's own weights)."""
+    wv = conv.operands[1] if w is None else graph.const(w, name=f"{conv.operands[1].name}_{tag}")
+    bv = graph.const(b, name=f"{conv.result.name}_{tag}_bias")
+    new = graph.add_op("Conv", [conv.operands[0], wv, bv], dict(conv.attrs), before=op)
+    replace_op(graph, op, [new.result], inherit_names=True)
+
+
+def scale_into_conv(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """Mul(Conv(x, W, b), s) with s per output channel  ==>  Conv(x, W·s, b·s)."""
+    hit = _conv_and_channel_const(graph, op)
+    if hit is None:
+        return False
+    conv, k, w, b = hit
+    w2 = (w.astype(np.float64) * k.reshape((-1,) + (1,) * (w.ndim - 1))).astype(w.dtype)
+    b2 = ((np.zeros(w.shape[0]) if b is None else b.astype(np.float64).reshape(-1)) * k).astype(w.dtype)
+    _refold_conv(graph, op, conv, w2, b2, "scaled")
+    ctx.count("canonicalize", "scale_into_conv")
+    return True
+
+
+def shift_into_conv(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """Add(Conv(x, W, b), t) with t per output channel  ==>  Conv(x, W, b + t)."""
+    hit = _conv_and_channel_const(graph, op)
+    if hit is None:
+        return False
+    conv, k, w, b = hit
+    b2 = ((np.zeros(w.shape[0]) if b is None else b.astype(np.float64).reshape(-1)) + k).astype(w.dtype)
+    _refold_conv(graph, op, conv, None, b2, "shifted")
+    ctx.count("canonicalize", "shift_into_conv")
+    return True
+
+
 # -- Gemm ------------------------------------------------------------------------------------
 def gemm_to_matmul(graph: Graph, op: Op, ctx: PassContext) -> bool:
     """Gemm(A, B, C) {transB, alpha, beta}  ==>  Add(MatMul(A, alpha·B'), beta·C).
@@ -270,6 +331,8 @@ RULES: RuleTable = {
     "Cast": [remove_noop_cast],
     "Reshape": [remove_noop_reshape],
     "BatchNormalization": [bn_into_conv, bn_to_mul_add],
+    "Mul": [scale_into_conv],
+    "Add": [shift_into_conv],
     "Gemm": [gemm_to_matmul],
     "*": [fold_constants],
 }

@@ -1,14 +1,14 @@
 """Reductions, ArgMax/ArgMin, Softmax family, normalizations, LRN and pools.
 
-Pools loop over the kernel taps (at most a few dozen), each tap one strided
-whole-tensor ufunc — never over pixels.  Padding follows ONNX: max pools pad
+Pools are separable: one spatial axis at a time, each of that axis's taps one
+strided whole-tensor ufunc — never a loop over pixels.  Padding follows ONNX: max pools pad
 with -inf; average pools count padded cells only with ``count_include_pad``,
 and never count the extra cells ``ceil_mode`` adds past the padded input.
 """
 
 from __future__ import annotations
 
-import itertools
+import functools
 from typing import Any
 
 import numpy as np
@@ -224,30 +224,46 @@ def pool(x: np.ndarray, attrs: dict[str, Any], kind: str) -> np.ndarray:
         xp[(slice(None), slice(None), *(slice(p[i], p[i] + sp[i]) for i in range(nsp)))] = x
     else:
         xp = x
-    res = None
-    for tap in itertools.product(*(range(v) for v in k)):
-        sl = (slice(None), slice(None),
-              *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
-        if res is None:
-            res = np.array(xp[sl], copy=True)
-        elif kind == "max":
-            np.maximum(res, xp[sl], out=res)
-        else:
-            res += xp[sl]
+    # a box window is separable: pool along one spatial axis at a time (with its
+    # stride), k0 + k1 taps instead of k0 * k1, each pass over a smaller array
+    res = xp
+    for i in range(nsp):
+        pre = (slice(None),) * (2 + i)
+        acc = None
+        for t in range(k[i]):
+            v = res[(*pre, slice(t * d[i], t * d[i] + (osz[i] - 1) * s[i] + 1, s[i]))]
+            if acc is None:
+                acc = np.array(v, copy=True)
+            elif kind == "max":
+                np.maximum(acc, v, out=acc)
+            else:
+                acc += v
+        res = acc
     if kind == "avg":
-        # per-window cell counts: inside the input, or inside the padding too with count_include_pad
-        cnt_shape = tuple(sp[i] + p[i] + ext[i] for i in range(nsp))
-        mask = np.zeros(cnt_shape, dtype=np.float64)
-        if attrs.get("count_include_pad", 0):
-            mask[tuple(slice(0, sp[i] + p[i] + p[i + nsp]) for i in range(nsp))] = 1
-        else:
-            mask[tuple(slice(p[i], p[i] + sp[i]) for i in range(nsp))] = 1
-        cnt = None
-        for tap in itertools.product(*(range(v) for v in k)):
-            sl = tuple(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp))
-            cnt = mask[sl].copy() if cnt is None else cnt + mask[sl]
-        res /= np.maximum(cnt, 1).astype(res.dtype)
+        res /= _avg_counts(tuple(sp), tuple(k), tuple(s), tuple(d), tuple(p), tuple(osz),
+                           bool(attrs.get("count_include_pad", 0)), res.dtype.str)
     return res
+
+
+@functools.lru_cache(maxsize=256)
+def _avg_counts(sp, k, s, d, p, osz, include_pad: bool, dtype: str) -> np.ndarray | float:
+    """Cells per window that count: inside the input (or inside the padding too with
+    count_include_pad), a product of per-axis counts; a scalar when all are equal."""
+    nsp = len(sp)
+    per_axis = []
+    for i in range(nsp):
+        lo, hi = (0, sp[i] + p[i] + p[i + nsp]) if include_pad else (p[i], p[i] + sp[i])
+        start = np.arange(osz[i]) * s[i]
+        taps = start[:, None] + np.arange(k[i])[None, :] * d[i]
+        per_axis.append(((taps >= lo) & (taps < hi)).sum(axis=1))
+    cnt = np.ones((), np.float64)
+    for i, c in enumerate(per_axis):
+        cnt = cnt[..., None] * np.maximum(c, 1).reshape((1,) * i + (-1,))
+    if cnt.size and (cnt == cnt.flat[0]).all():
+        return float(cnt.flat[0])
+    cnt = cnt.astype(dtype)
+    cnt.flags.writeable = False
+    return cnt
 
 
 @kernel("MaxPool", accepts=lambda attrs, dt: attrs.get("_n_outputs", 1) == 1 and not attrs.get("storage_order", 0))
