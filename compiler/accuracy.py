@@ -149,7 +149,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     if pre:
         run_pipeline(g, ",".join(pre), ctx)
     fg = g.clone()
-    run_pipeline(g, ",".join(["quantize", *post]), ctx)
+    run_pipeline(g, ",".join([items[cut], *post]), ctx)  # the quantize item keeps its options
     if post:
         run_pipeline(fg, ",".join(post), PassContext(soc=soc, options={"precision_mode": "force_fp32"}))
     layers = [op for op in g.ops if op.kind in ("quant.matmul", "quant.conv")]
