@@ -28,6 +28,7 @@ names it looks up are exactly the ones it quantizes.
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ __all__ = [
     "calibrate_for_compile",
     "calibration_targets",
     "entropy_amax",
+    "fingerprint",
     "float_runner",
     "load_calibration_data",
     "percentile_amax",
@@ -392,6 +394,31 @@ def calibrate(
 
 
 # --- compile integration ----------------------------------------------------------------------
+# the last compile's calibration, so ``--accuracy_report`` (which rebuilds the same
+# graph from the same samples) does not calibrate a second time
+_LAST: dict[tuple, CalibrationResult] = {}
+
+
+def fingerprint(graph: Graph, data: Mapping[str, np.ndarray]) -> str:
+    """A digest of `graph` (ops, names, types, attributes and constant values) and
+    of the calibration samples: equal digests give equal calibration results."""
+    h = hashlib.sha256()
+
+    def put(x: Any) -> None:
+        h.update(np.ascontiguousarray(x).tobytes() if isinstance(x, np.ndarray) else repr(x).encode())
+
+    put([(v.name, str(v.type)) for v in graph.inputs])
+    for op in graph.ops:
+        put((op.kind, [None if o is None else o.name for o in op.operands], [(r.name, str(r.type)) for r in op.results]))
+        for k in sorted(op.attrs):
+            put(k)
+            put(op.attrs[k])
+    for k in sorted(data):
+        put((k, data[k].dtype.str, data[k].shape))
+        put(data[k])
+    return h.hexdigest()
+
+
 def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any) -> None:
     """Driver hook for ``--precision_mode=allow_quantize``: load and check
     ``--calibration_data`` now (errors before any pass runs) and hand the quantize
@@ -404,11 +431,18 @@ def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any) -> None
     data = load_calibration_data(opts.calibration_data, graph.inputs)
     samples = next(iter(data.values())).shape[0]
     extra = getattr(opts, "extra", {}) or {}
+    batch_size = int(extra.get("calibration_batch_size", DEFAULT_BATCH))
 
     def calibrator(g: Graph, pctx: Any) -> CalibrationResult:
-        res = calibrate(g, data, opts.calibration_method, opts.calibration_percentile,
-                        batch_size=int(extra.get("calibration_batch_size", DEFAULT_BATCH)),
-                        keep_dtype=opts.keep_dtype, progress=bool(extra.get("progress", True)))
+        key = (fingerprint(g, data), opts.calibration_method, opts.calibration_percentile, batch_size,
+               repr(opts.keep_dtype))
+        # the same graph and samples as the last compile (an --accuracy_report after it): reuse
+        res = _LAST.get(key)
+        if res is None:
+            res = calibrate(g, data, opts.calibration_method, opts.calibration_percentile, batch_size=batch_size,
+                            keep_dtype=opts.keep_dtype, progress=bool(extra.get("progress", True)))
+            _LAST.clear()
+            _LAST[key] = res
         pctx.options["calibration_result"] = res
         return res
 

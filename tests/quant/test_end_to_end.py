@@ -138,3 +138,20 @@ def test_accuracy_report_ranks_layers(mlp_onnx, calib_npz, tmp_path) -> None:
     assert rep["outputs"]["label"]["agreement"] > 0.95
     snrs = [layer["snr_db"] for layer in rep["layers"]]
     assert len(snrs) == 3 and snrs == sorted(snrs) and min(snrs) > 20
+
+
+def test_accuracy_report_reuses_the_compile_calibration(mlp_onnx, calib_npz, tmp_path, monkeypatch) -> None:
+    """--accuracy_report rebuilds the same graph from the same samples: the ranges
+    measured by the compile are reused, not measured again; another method is not."""
+    import compiler.calibration as cal
+
+    calls = []
+    real = cal.calibrate
+    monkeypatch.setattr(cal, "_LAST", {})  # whatever earlier tests compiled
+    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    opts = {"calibration_data": str(calib_npz), "input_shapes": {"X": [BATCH, 64]}, "calibration_method": "entropy"}
+    exe = _compile(mlp_onnx, calib_npz, calibration_method="entropy")
+    cal.write_accuracy_report(str(mlp_onnx), exe, opts, tmp_path / "acc.json")
+    assert calls == ["entropy"]
+    _compile(mlp_onnx, calib_npz, calibration_method="max")
+    assert calls == ["entropy", "max"]
