@@ -52,6 +52,27 @@ def test_thresholds_never_exceed_the_range(scale: float, seed: int) -> None:
     assert 0 < entropy_amax(h) <= h.hi * (1 + 1e-9)
 
 
+def test_exact_zeros_do_not_move_the_entropy_threshold() -> None:
+    """A ReLU output is half exact zeros; they quantize exactly at any scale, so the
+    KL threshold of the non-zero part must not change (TensorRT's search would
+    otherwise see a spike in the first bin and clip harder)."""
+    a = np.maximum(np.random.default_rng(4).standard_normal(50_000), 0).astype(np.float32)
+    pos = a[a > 0]
+    with_zeros = _hist(a)
+    without = Histogram(with_zeros.hi)
+    without.add(pos)
+    assert with_zeros.zeros == a.size - pos.size and without.zeros == 0
+    assert entropy_amax(with_zeros) == entropy_amax(without)
+    assert percentile_amax(with_zeros, 99.0) < percentile_amax(without, 99.0)  # percentiles do count zeros
+
+
+def test_a_discrete_distribution_keeps_its_range_under_entropy() -> None:
+    """Pixel values k/16: every threshold that keeps whole spikes has KL 0 — a tiny
+    one and the full range alike; ties go to clipping less."""
+    x = np.random.default_rng(5).integers(0, 17, 20_000).astype(np.float32) / 16
+    assert entropy_amax(_hist(x)) == pytest.approx(1.0)
+
+
 def test_an_all_zero_tensor_gets_a_finite_scale() -> None:
     h = Histogram(0.0)
     h.add(np.zeros(10, np.float32))
