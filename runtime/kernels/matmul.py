@@ -5,7 +5,9 @@ padded input's kernel taps are copied once into a column buffer (one strided
 copy per tap) and multiplied by the weights in one BLAS call whose result is
 already NCHW, written straight into the arena view.  1x1 stride-1 convs use the
 input itself as the column matrix (no copy); depthwise convs accumulate kernel
-taps instead (G tiny GEMVs would be slower).  Column and padding buffers come
+taps instead (G tiny GEMVs would be slower); 3x3 stride-1 convs with enough
+channels run as Winograd F(2x2, 3x3) (`runtime.kernels.winograd`, 2.25x fewer
+products).  Column and padding buffers come
 from the session's scratch (``attrs["_scratch"]``, grown once and reused by every
 step and run) or are allocated when the kernel runs outside a session.
 
