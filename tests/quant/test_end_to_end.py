@@ -155,3 +155,17 @@ def test_accuracy_report_reuses_the_compile_calibration(mlp_onnx, calib_npz, tmp
     assert calls == ["entropy"]
     _compile(mlp_onnx, calib_npz, calibration_method="max")
     assert calls == ["entropy", "max"]
+
+
+def test_accuracy_report_runs_the_quantize_pass_with_its_options(mlp_onnx, calib_npz) -> None:
+    from compiler.accuracy import build_accuracy_report
+
+    def snrs(quantize: str) -> list[float]:
+        rep = build_accuracy_report(str(mlp_onnx), {
+            "calibration_data": str(calib_npz), "input_shapes": {"X": [BATCH, 64]}, "extra": {"progress": False},
+            "passes": f"canonicalize,fuse,{quantize},place,assign-buffers"})
+        return sorted(layer["snr_db"] for layer in rep["layers"])
+
+    on, off = snrs("quantize"), snrs("quantize{bias_correction=false}")
+    assert on != off  # the option reached the pass
+    assert sum(on) > sum(off)  # and bias correction helps on the samples it was measured on
