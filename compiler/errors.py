@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-__all__ = ["AtcError", "UsageError", "UnsupportedModelError", "InternalError", "MemoryBudgetError"]
+__all__ = ["AtcError", "InternalError", "MemoryBudgetError", "UnsupportedModelError", "UsageError"]
 
 
 class AtcError(Exception):

@@ -22,7 +22,7 @@ from typing import Any, ClassVar
 
 from ir.core import Graph
 
-__all__ = ["Pass", "PassContext", "register", "PASSES", "PassError"]
+__all__ = ["PASSES", "Pass", "PassContext", "PassError", "register"]
 
 log = logging.getLogger("atcpy")
 
