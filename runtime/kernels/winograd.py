@@ -32,11 +32,10 @@ __all__ = ["winograd_applies", "winograd_conv3x3", "winograd_weights"]
 # G (4x3) of F(2, 3); B and A are applied as additions below
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
-# below these sizes the transforms cost more than the 2.25x fewer products save
-# (measured on this runtime: bench/latency.py's convs, one BLAS thread)
-# (rule of thumb from timing the light models' 3x3 convs both ways, one BLAS
-# thread: the 16 products have K = Cin, and BLAS is slow for K < 64; a product needs
-# enough output channels x tiles to pay for the transforms)
+# Below these sizes the transforms cost more than the 2.25x fewer products save
+# (timed both ways on the light models' 3x3 convs, one BLAS thread): the 16
+# products have K = Cin, and BLAS is slow for K < 64; each product needs enough
+# output channels x tiles to pay for the transforms.
 MIN_CIN = 64
 MIN_COUT = 32
 MIN_WORK = 4096  # Cout x tiles
