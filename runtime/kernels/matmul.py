@@ -350,7 +350,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
         _depthwise(x, w, p, k, s, d, osz, acc, attrs)
     elif nsp == 2 and winograd_applies(k, s, d, g, c, m, osz):
         winograd_conv3x3(x, _winograd_u(attrs, w, acc_dt), p, acc,
-                         lambda key, shape, dt: _scratch(attrs, key, shape, dt))
+                         lambda key, shape, dt: _scratch(attrs, key, shape, dt), b)
+        b = None  # added by the output transform
     else:
         kk = math.prod(k)
         wm = w.reshape(g, mg, cg * kk)

@@ -9,11 +9,14 @@ rest into cheap additions:
     Y = A^T [ (G g G^T) (.) (B^T d B) ] A          (per tile, (.) elementwise)
 
 Summed over input channels, the elementwise products become 16 independent
-GEMMs ``U[16, Cout, Cin] @ V[16, Cin, tiles]`` — the Cube-sized part, on BLAS.
+GEMMs ``V[16, tiles, Cin] @ U[16, Cin, Cout]`` — the Cube-sized part, on BLAS.
 The weight transform ``U = G g G^T`` depends only on the weights: it is computed
 once per step and kept (``attrs["_winograd_u"]``).  The input transform
 ``B^T d B`` and the output transform ``A^T m A`` only add and subtract strided
-views (B and A hold 0 and +-1), so they cost a few memory passes.
+views (B and A hold 0 and +-1), so they cost a few memory passes.  They run
+channels-last, so every numpy operation streams runs of C contiguous values; with
+NCHW the runs were one tile row long (4..28 values at 7x7..56x56) and the
+transforms cost as much as the products.
 
 The result differs from the direct sum in rounding only (the transforms are
 exact up to one extra rounding per addition; F(2x2, 3x3) has the smallest error
@@ -33,12 +36,12 @@ __all__ = ["winograd_applies", "winograd_conv3x3", "winograd_weights"]
 _G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
 # Below these sizes the transforms cost more than the 2.25x fewer products save
-# (timed both ways on the light models' 3x3 convs, one BLAS thread): the 16
-# products have K = Cin, and BLAS is slow for K < 64; each product needs enough
-# output channels x tiles to pay for the transforms.
-MIN_CIN = 64
-MIN_COUT = 32
-MIN_WORK = 4096  # Cout x tiles
+# (timed both ways on the light models' 3x3 convs and smaller ones, one BLAS
+# thread): the 16 products have K = Cin, and BLAS is slow for small K; the
+# products must also be big enough to pay for the per-call transform overhead.
+MIN_CIN = 48
+MIN_COUT = 16
+MIN_WORK = 512  # Cout x tiles
 
 
 def winograd_applies(k: tuple[int, ...], s: list[int], d: list[int], group: int, cin: int, cout: int,
@@ -51,37 +54,21 @@ def winograd_applies(k: tuple[int, ...], s: list[int], d: list[int], group: int,
 
 
 def winograd_weights(w: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """U[16, Cout, Cin] = G w G^T for every (Cout, Cin) pair, tile index a*4+b."""
-    u = np.einsum("ai,mcij,bj->abmc", _G, w.astype(np.float64), _G, optimize=True)
-    return np.ascontiguousarray(u.reshape(16, w.shape[0], w.shape[1]), dtype=dtype)
+    """U[16, Cin, Cout] = G w G^T for every (Cout, Cin) pair, tile index a*4+b."""
+    u = np.einsum("ai,mcij,bj->abcm", _G, w.astype(np.float64), _G, optimize=True)
+    return np.ascontiguousarray(u.reshape(16, w.shape[1], w.shape[0]), dtype=dtype)
 
 
-def _fill_padded(xi: np.ndarray, top: int, left: int, xd: np.ndarray) -> None:
-    """xd[C, Hp, 2, Wp/2] = xi zero-padded (top/left, the rest below/right), its
-    columns split by parity: xd[:, r, q, j] is padded column 2*j + q.  Split so the
-    tile-column taps of the input transform read unit-stride slices."""
-    h, w = xi.shape[1:]
-    xd[:, :top] = 0
-    xd[:, top + h:] = 0
-    for q in range(2):
-        j0 = max(0, -(-(left - q) // 2))  # first half-column holding an image column
-        x0 = q - left + 2 * j0
-        cnt = max(0, -(-(w - x0) // 2))
-        band = xd[:, top: top + h, q]
-        band[:, :, :j0] = 0
-        band[:, :, j0 + cnt:] = 0
-        band[:, :, j0: j0 + cnt] = xi[:, :, x0::2]
-
-
-def _input_transform(xd: np.ndarray, r0: int, tb: int, tw: int, rows: np.ndarray, v: np.ndarray) -> None:
-    """v[a*4+b] = (B^T d B)[a, b] for the 4x4 tiles d of tile rows r0..r0+tb (stride 2).
+def _input_transform(xh: np.ndarray, th: int, tw: int, rows: np.ndarray, v: np.ndarray) -> None:
+    """v[a*4+b, ty, tx] = (B^T d B)[a, b] for the 4x4 tile d at (2 ty, 2 tx) of xh [Hp, Wp, C].
 
     B^T = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]]: row a of a
     tile combines its rows as below; the same combination then runs over columns.
-    `rows`: scratch [4, C, tb, 2, Wp/2]; `v`: [16, C, tb, tw].
+    Channels are innermost, so every operation streams runs of C contiguous values.
+    `rows`: scratch [4, th, Wp, C]; `v`: [16, th, tw, C].
     """
-    def r(i: int) -> np.ndarray:  # row i of every tile in the band: [C, tb, 2, Wp/2]
-        return xd[:, 2 * r0 + i: 2 * (r0 + tb) + i: 2]
+    def r(i: int) -> np.ndarray:  # row i of every tile row: [th, Wp, C]
+        return xh[i: i + 2 * th: 2]
 
     np.subtract(r(0), r(2), out=rows[0])
     np.add(r(1), r(2), out=rows[1])
@@ -89,18 +76,17 @@ def _input_transform(xd: np.ndarray, r0: int, tb: int, tw: int, rows: np.ndarray
     np.subtract(r(1), r(3), out=rows[3])
     for a in range(4):
         ra = rows[a]
-        c0, c1, c2, c3 = ra[:, :, 0, :tw], ra[:, :, 1, :tw], ra[:, :, 0, 1:tw + 1], ra[:, :, 1, 1:tw + 1]
+        c0, c1, c2, c3 = (ra[:, j: j + 2 * tw: 2] for j in range(4))
         np.subtract(c0, c2, out=v[4 * a + 0])
         np.add(c1, c2, out=v[4 * a + 1])
         np.subtract(c2, c1, out=v[4 * a + 2])
         np.subtract(c1, c3, out=v[4 * a + 3])
 
 
-def _output_transform(m: np.ndarray, res: np.ndarray, s: np.ndarray) -> None:
-    """res[:, 2i+y, 2j+x] = (A^T m A)[y, x] per tile; A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
+def _output_transform(m: np.ndarray, o: np.ndarray, s: np.ndarray) -> None:
+    """o[ty, y, tx, x] = (A^T m A)[y, x] per tile; A^T = [[1, 1, 1, 0], [0, 1, -1, -1]].
 
-    `m`: [4, 4, Cout, tb, tw]; `s`: scratch [2, 4, Cout, tb, tw]; `res`: the band's
-    output rows [Cout, <= 2*tb, Wo].
+    `m`: [4, 4, th, tw, Cout]; `s`: scratch [2, 4, th, tw, Cout]; `o`: [th, 2, tw, 2, Cout].
     """
     np.add(m[0], m[1], out=s[0])
     s[0] += m[2]
@@ -108,46 +94,48 @@ def _output_transform(m: np.ndarray, res: np.ndarray, s: np.ndarray) -> None:
     s[1] -= m[3]
     for y in range(2):
         sy = s[y]
-        for x in range(2):
-            dst = res[:, y::2, x::2]
-            h, w = dst.shape[1:]
-            if x == 0:
-                np.add(sy[0, :, :h, :w], sy[1, :, :h, :w], out=dst)
-                dst += sy[2, :, :h, :w]
-            else:
-                np.subtract(sy[1, :, :h, :w], sy[2, :, :h, :w], out=dst)
-                dst -= sy[3, :, :h, :w]
-
-
-# the input tiles of one band of tile rows take about this many bytes (16 x C x tiles),
-# so a band's transforms and products stay in the CPU's L2/L3 cache
-BAND_BYTES = 1 << 21
+        d0, d1 = o[:, y, :, 0], o[:, y, :, 1]
+        np.add(sy[0], sy[1], out=d0)
+        d0 += sy[2]
+        np.subtract(sy[1], sy[2], out=d1)
+        d1 -= sy[3]
 
 
 def winograd_conv3x3(x: np.ndarray, u: np.ndarray, p: list[int], res: np.ndarray,
-                     scratch: Any) -> None:
-    """res[n] = conv3x3(x[n]) (stride 1, no bias) by F(2x2, 3x3); `u` from `winograd_weights`.
+                     scratch: Any, bias: np.ndarray | None = None) -> None:
+    """res[n] = conv3x3(x[n]) + bias (stride 1) by F(2x2, 3x3); `u` from `winograd_weights`.
 
-    The tiles are processed in bands of tile rows (input transform, the 16
-    products, output transform per band).  `scratch(key, shape, dtype)` gives
-    reusable work buffers.
+    The work runs channels-last: the image is copied once into a zero-padded
+    [Hp, Wp, C] buffer, the transforms and the 16 products ``V[16, tiles, Cin] @
+    U[16, Cin, Cout]`` stream along channels, and the tiles come back to NCHW in
+    one strided copy that also adds the bias.  `scratch(key, shape, dtype)` gives
+    reusable work buffers (their contents are never assumed).
     """
-    n, c = x.shape[:2]
-    cout = u.shape[1]
+    n, c, h, w = x.shape
+    cout = u.shape[2]
     ho, wo = res.shape[2:]
     th, tw = -(-ho // 2), -(-wo // 2)
+    hp, wp = 2 * th + 2, 2 * tw + 2
+    top, left = p[0], p[1]
     dt = res.dtype
-    tb = max(1, min(th, BAND_BYTES // (16 * c * tw * dt.itemsize)))
-    xd = scratch(0, (c, 2 * th + 2, 2, tw + 1), dt)
-    rows = scratch(1, (4, c, tb, 2, tw + 1), dt)
-    v = scratch(4, (16, c, tb * tw), dt)
-    mm = scratch(5, (16, cout, tb * tw), dt)
-    s = scratch(6, (2, 4, cout, tb, tw), dt)
+    xh = scratch(0, (hp, wp, c), dt)
+    rows = scratch(1, (4, th, wp, c), dt)
+    v = scratch(4, (16, th, tw, c), dt)
+    mm = scratch(5, (16, th * tw, cout), dt)
+    s = scratch(6, (2, 4, th, tw, cout), dt)
+    o = scratch(7, (th, 2, tw, 2, cout), dt)
+    # the image fills rows top..top+h and columns left..left+w; the rest is zero padding
+    xh[:top] = 0
+    xh[top + h:] = 0
+    xh[top: top + h, :left] = 0
+    xh[top: top + h, left + w:] = 0
+    tiles = o.reshape(2 * th, 2 * tw, cout)[:ho, :wo].transpose(2, 0, 1)
     for i in range(n):
-        _fill_padded(x[i], p[0], p[1], xd)
-        for r0 in range(0, th, tb):
-            nb = min(tb, th - r0)
-            vb, mb, sb = v[:, :, : nb * tw], mm[:, :, : nb * tw], s[:, :, :, :nb]
-            _input_transform(xd, r0, nb, tw, rows[:, :, :nb], vb.reshape(16, c, nb, tw))
-            np.matmul(u, vb, out=mb)
-            _output_transform(mb.reshape(4, 4, cout, nb, tw), res[i, :, 2 * r0: 2 * (r0 + nb)], sb)
+        np.copyto(xh[top: top + h, left: left + w], x[i].transpose(1, 2, 0), casting="unsafe")
+        _input_transform(xh, th, tw, rows, v)
+        np.matmul(v.reshape(16, th * tw, c), u, out=mm)
+        _output_transform(mm.reshape(4, 4, th, tw, cout), o, s)
+        if bias is None:
+            np.copyto(res[i], tiles)
+        else:
+            np.add(tiles, bias.reshape(cout, 1, 1), out=res[i], casting="unsafe")
