@@ -13,6 +13,9 @@ Rules (a table, applied to a fixed point by `passes._rewrite.apply_rules`):
 - a Mul or Add of a per-channel constant right after a Conv (the scale layers
   caffe2 exports after its BatchNorm, or a BN that became Mul + Add) folds into
   the Conv's weights and bias the same way;
+- chains of constant scales and shifts merge into one Mul and one Add, and a
+  positive per-channel scale before a Relu whose users are all Convs moves into
+  those Convs' weights (relu(s·x + t) = s·relu(x + t/s) for s > 0);
 - Gemm is normalized to MatMul (+ Add): transB/alpha are folded into a constant
   B, beta into a constant C, so one fusion rule covers torch's and skl2onnx's
   Linear layers;
@@ -285,6 +288,139 @@ def shift_into_conv(graph: Graph, op: Op, ctx: PassContext) -> bool:
     return True
 
 
+# -- affine chains -----------------------------------------------------------------------------
+def _var_and_const(op: Op) -> tuple[Value, np.ndarray] | None:
+    """(x, k) when `op` is a binary op of a non-constant x and a float constant k."""
+    for i in (0, 1):
+        x, k = op.operands[i], _const(op.operands[1 - i])
+        if k is not None and _const(x) is None and k.dtype.kind == "f":
+            return x, k
+    return None
+
+
+def _affine_op(graph: Graph, kind: str, x: Value, k: np.ndarray, op: Op, name: str) -> Op:
+    kv = graph.const(k.astype(op.result.type.dtype.numpy), name=name)
+    return graph.add_op(kind, [x, kv], before=op)
+
+
+def _replace_if_same_type(graph: Graph, op: Op, new: Op, extra: list[Op], ctx: PassContext, what: str) -> bool:
+    if new.result.type != op.result.type:
+        for o in [new, *extra]:
+            graph.erase(o)
+        return False
+    replace_op(graph, op, [new.result], inherit_names=True)
+    ctx.count("canonicalize", what)
+    return True
+
+
+def merge_affine(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """Chains of per-tensor/per-channel constant scales and shifts collapse:
+
+        Mul(Mul(x, s1), s2)  ==>  Mul(x, s1·s2)
+        Add(Add(x, t1), t2)  ==>  Add(x, t1 + t2)
+        Mul(Add(x, t), s)    ==>  Add(Mul(x, s), t·s)
+
+    (caffe2 exports a BatchNorm then a scale layer: two Mul/Add pairs per
+    pre-activation that become one).  The inner op must have no other user, and
+    the folded constant must not widen the result (checked on the new type)."""
+    outer = _var_and_const(op)
+    if outer is None:
+        return False
+    y, k2 = outer
+    inner = y.producer
+    if inner is None or inner.kind not in ("Mul", "Add") or not single_use(graph, y):
+        return False
+    hit = _var_and_const(inner)
+    if hit is None:
+        return False
+    x, k1 = hit
+    a, b = k1.astype(np.float64), k2.astype(np.float64)
+    if inner.kind == op.kind:
+        new = _affine_op(graph, op.kind, x, a * b if op.kind == "Mul" else a + b, op, f"{op.result.name}_k")
+        return _replace_if_same_type(graph, op, new, [new.operands[1].producer], ctx, "merge_affine")
+    if inner.kind == "Add" and op.kind == "Mul":
+        mul = _affine_op(graph, "Mul", x, b, op, f"{op.result.name}_s")
+        add = _affine_op(graph, "Add", mul.result, a * b, op, f"{op.result.name}_t")
+        return _replace_if_same_type(graph, op, add, [add.operands[1].producer, mul, mul.operands[1].producer],
+                                     ctx, "merge_affine")
+    return False
+
+
+def _per_channel(k: np.ndarray, rank: int, c: int) -> np.ndarray | None:
+    """k as a [C] float64 vector when it broadcasts along axis 1 only of a rank-`rank` tensor."""
+    if k.ndim > rank or rank < 2:
+        return None
+    kk = k.reshape((1,) * (rank - k.ndim) + k.shape)
+    if any(d != 1 for j, d in enumerate(kk.shape) if j != 1) or kk.shape[1] not in (1, c):
+        return None
+    return np.broadcast_to(kk.reshape(-1).astype(np.float64), (c,))
+
+
+def scale_through_relu(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """Relu(Mul(x, s) [+ t]) feeding only Convs, s > 0 per input channel  ==>
+    Relu(x [+ t/s]) feeding Convs whose weights are scaled by s per input channel.
+
+    relu(s·x + t) = s·relu(x + t/s) when s > 0, and a Conv is linear in each
+    input channel (its zero padding stays zero), so the scale moves into the
+    weights and the Mul disappears (DenseNet's pre-activation BatchNorm)."""
+    r = op.results[0]
+    if is_output(graph, r) or not r.uses or r.type.dtype.numpy.kind != "f":
+        return False
+    c = r.type.shape[1] if r.type.rank >= 2 else None
+    if not isinstance(c, int):
+        return False
+    convs = [u.op for u in r.uses]
+    for conv in convs:
+        if conv.kind != "Conv" or conv.operands[0] is not r or any(o is r for o in conv.operands[1:]):
+            return False
+        w = _const(conv.operands[1])
+        if w is None or w.dtype.kind != "f" or w.ndim != r.type.rank:
+            return False
+    v = op.operands[0]
+    add = v.producer if v.producer is not None and v.producer.kind == "Add" and single_use(graph, v) else None
+    shift = None
+    if add is not None:
+        hit = _var_and_const(add)
+        if hit is None:
+            return False
+        v, t = hit
+        shift = _per_channel(t, r.type.rank, c)
+        if shift is None:
+            return False
+    mul = v.producer
+    if mul is None or mul.kind != "Mul" or not single_use(graph, v):
+        return False
+    hit = _var_and_const(mul)
+    if hit is None:
+        return False
+    x, sk = hit
+    s = _per_channel(sk, r.type.rank, c)
+    if s is None or not np.all(s > 0) or not np.all(np.isfinite(s)) or x.type != v.type:
+        return False
+    dt = r.type.dtype.numpy
+    src = x
+    if shift is not None:
+        tv = graph.const((shift / s).reshape((c,) + (1,) * (r.type.rank - 2)).astype(dt),
+                         name=f"{add.result.name}_unscaled")
+        src = graph.add_op("Add", [x, tv], before=op).result
+        if src.type != v.type:
+            graph.erase(src.producer)
+            return False
+    relu = graph.add_op("Relu", [src], before=op)
+    for conv in convs:
+        w = _const(conv.operands[1])
+        g = int(conv.attrs.get("group", 1) or 1)
+        cg, mg = w.shape[1], w.shape[0] // g
+        per_in = s.reshape(g, cg)  # input channel g*cg + j is column j of group g's filters
+        factor = np.repeat(per_in, mg, axis=0).reshape((w.shape[0], cg) + (1,) * (w.ndim - 2))
+        wv = graph.const((w.astype(np.float64) * factor).astype(w.dtype), name=f"{conv.operands[1].name}_in_scaled")
+        conv.set_operand(1, wv)
+        conv.set_operand(0, relu.result)
+    replace_op(graph, op, [relu.result], inherit_names=True)
+    ctx.count("canonicalize", "scale_through_relu")
+    return True
+
+
 # -- Gemm ------------------------------------------------------------------------------------
 def gemm_to_matmul(graph: Graph, op: Op, ctx: PassContext) -> bool:
     """Gemm(A, B, C) {transB, alpha, beta}  ==>  Add(MatMul(A, alpha·B'), beta·C).
@@ -331,8 +467,9 @@ RULES: RuleTable = {
     "Cast": [remove_noop_cast],
     "Reshape": [remove_noop_reshape],
     "BatchNormalization": [bn_into_conv, bn_to_mul_add],
-    "Mul": [scale_into_conv],
-    "Add": [shift_into_conv],
+    "Mul": [scale_into_conv, merge_affine],
+    "Add": [shift_into_conv, merge_affine],
+    "Relu": [scale_through_relu],
     "Gemm": [gemm_to_matmul],
     "*": [fold_constants],
 }
