@@ -16,6 +16,9 @@ Rules (a table, applied to a fixed point by `passes._rewrite.apply_rules`):
 - chains of constant scales and shifts merge into one Mul and one Add, and a
   positive per-channel scale before a Relu whose users are all Convs moves into
   those Convs' weights (relu(s·x + t) = s·relu(x + t/s) for s > 0);
+- an AveragePool (padding not counted) and a 1x1 Conv commute — both are
+  linear, the pool's weights sum to one so the bias survives — and are ordered
+  so the Conv runs on the smaller image or the pool on fewer channels;
 - Gemm is normalized to MatMul (+ Add): transB/alpha are folded into a constant
   B, beta into a constant C, so one fusion rule covers torch's and skl2onnx's
   Linear layers;
@@ -34,6 +37,7 @@ Before / after (``canonicalize``)::
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -421,6 +425,70 @@ def scale_through_relu(graph: Graph, op: Op, ctx: PassContext) -> bool:
     return True
 
 
+# -- average pool and pointwise conv ----------------------------------------------------------
+def _pointwise_conv(conv: Op) -> bool:
+    """A 1x1 Conv that mixes channels only (stride 1, no padding): it commutes with
+    any per-channel weighted average over space whose weights sum to one."""
+    if conv.kind != "Conv":
+        return False
+    w = _const(conv.operands[1])
+    if w is None or any(v != 1 for v in w.shape[2:]):
+        return False
+    nsp = w.ndim - 2
+    return (all(v == 1 for v in (conv.attrs.get("strides") or [1] * nsp))
+            and not any(conv.attrs.get("pads") or [0]) and conv.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID"))
+
+
+def _mean_pool(pool: Op) -> bool:
+    """An AveragePool whose window weights sum to one everywhere (padding not counted)."""
+    return pool.kind == "AveragePool" and (not pool.attrs.get("count_include_pad", 0)
+                                           or (not any(pool.attrs.get("pads") or [0])
+                                               and pool.attrs.get("auto_pad", "NOTSET") in ("NOTSET", "VALID")
+                                               and not pool.attrs.get("ceil_mode", 0)))
+
+
+def _swap(graph: Graph, first: Op, second: Op, ctx: PassContext, what: str) -> bool:
+    """second(first(x)) ==> first'(second'(x)) for a 1x1 Conv and an AveragePool (both
+    keep their attributes and constants); the new ops' types are checked by inference."""
+    x = first.operands[0]
+    a = graph.add_op(second.kind, [x, *second.operands[1:]], dict(second.attrs), before=second)
+    b = graph.add_op(first.kind, [a.result, *first.operands[1:]], dict(first.attrs), before=second)
+    if b.result.type != second.result.type:
+        graph.erase(b)
+        graph.erase(a)
+        return False
+    replace_op(graph, second, [b.result], inherit_names=True)
+    ctx.count("canonicalize", what)
+    return True
+
+
+def pool_before_conv(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """AveragePool(Conv1x1(x))  ==>  Conv1x1(AveragePool(x)) when the pool shrinks the
+    image (the Conv then runs on fewer pixels: DenseNet's transition layers)."""
+    conv = op.operands[0].producer
+    if conv is None or not _mean_pool(op) or not _pointwise_conv(conv) or not single_use(graph, conv.result):
+        return False
+    after, before = op.result.type.shape[2:], conv.result.type.shape[2:]
+    if not all(isinstance(d, int) for d in (*after, *before)) or math.prod(after) >= math.prod(before):
+        return False
+    return _swap(graph, conv, op, ctx, "pool_before_conv")
+
+
+def conv_before_pool(graph: Graph, op: Op, ctx: PassContext) -> bool:
+    """Conv1x1(AveragePool(x)) with a same-size pool and fewer output than input
+    channels  ==>  AveragePool(Conv1x1(x)): the pool averages fewer channels
+    (Inception's pool-projection branches)."""
+    pool = op.operands[0].producer
+    if pool is None or not _mean_pool(pool) or not _pointwise_conv(op) or not single_use(graph, pool.result):
+        return False
+    if pool.result.type.shape[2:] != pool.operands[0].type.shape[2:]:
+        return False
+    cout, cin = op.result.type.shape[1], pool.result.type.shape[1]
+    if not (isinstance(cout, int) and isinstance(cin, int)) or cout >= cin:
+        return False
+    return _swap(graph, pool, op, ctx, "conv_before_pool")
+
+
 # -- Gemm ------------------------------------------------------------------------------------
 def gemm_to_matmul(graph: Graph, op: Op, ctx: PassContext) -> bool:
     """Gemm(A, B, C) {transB, alpha, beta}  ==>  Add(MatMul(A, alpha·B'), beta·C).
@@ -470,6 +538,8 @@ RULES: RuleTable = {
     "Mul": [scale_into_conv, merge_affine],
     "Add": [shift_into_conv, merge_affine],
     "Relu": [scale_through_relu],
+    "AveragePool": [pool_before_conv],
+    "Conv": [conv_before_pool],
     "Gemm": [gemm_to_matmul],
     "*": [fold_constants],
 }

@@ -137,3 +137,43 @@ def test_cnn_meaning_kept(case):
     assert "Shape" not in kinds and "Concat" not in kinds and "Gather" not in kinds
     # BN only survives as Mul+Add when its Conv has another user
     assert "BatchNormalization" not in kinds
+
+
+@st.composite
+def preactivation_graphs(draw) -> tuple[Graph, dict[str, np.ndarray]]:
+    """DenseNet/Inception-shaped pieces: BN-as-scale-and-shift (two pairs), Relu,
+    1x1 Conv and average pools before or after it, with random signs, pads and
+    count_include_pad — the affine merge, the scale-through-Relu move and the
+    pool/Conv commutation must keep the meaning whether or not they apply."""
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    cin, cout = draw(st.integers(1, 6)), draw(st.integers(1, 6))
+    size = draw(st.integers(3, 7))
+    g = Graph("preact")
+    x = g.add_input("x", TensorType(DType.f32, (1, cin, size, size)))
+    h: Value = x
+    for i in range(2):
+        sign = draw(st.sampled_from([1.0, -1.0, 0.0]))  # all positive, mixed, or zero-free mixed
+        s = (rng.uniform(0.5, 2.0, (cin, 1, 1)) * (np.where(rng.random((cin, 1, 1)) < 0.5, -1, 1) if sign < 0 else 1))
+        h = g.add_op("Mul", [h, g.const(s.astype(F32), f"s{i}")]).result
+        h = g.add_op("Add", [h, g.const(_w(rng, cin, 1, 1), f"t{i}")]).result
+    h = g.add_op("Relu", [h]).result
+    pool_attrs = {"kernel_shape": [2, 2], "strides": [draw(st.integers(1, 2))] * 2,
+                  "pads": [draw(st.integers(0, 1))] * 4, "count_include_pad": draw(st.integers(0, 1))}
+    pool_first = draw(st.booleans())
+    if pool_first:
+        h = g.add_op("AveragePool", [h], pool_attrs).result
+    w = g.const(_w(rng, cout, cin, 1, 1), "w")
+    h = g.add_op("Conv", [h, w, g.const(_w(rng, cout), "b")], {"kernel_shape": [1, 1]}).result
+    if not pool_first:
+        h = g.add_op("AveragePool", [h], pool_attrs).result
+    g.outputs = [h]
+    return g, {"x": rng.standard_normal(x.type.shape).astype(F32)}
+
+
+@SETTINGS
+@given(preactivation_graphs())
+def test_preactivation_meaning_kept(case):
+    g, feeds = case
+    after = _check_same_meaning(g, feeds)
+    kinds = [op.kind for op in after.ops]
+    assert kinds.count("Mul") <= 1 and kinds.count("Add") <= 1  # the two scale/shift pairs merged
