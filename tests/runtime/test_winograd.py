@@ -2,8 +2,8 @@
 
 The transforms are checked against `onnx.reference`'s Conv on odd and even
 sizes, asymmetric pads and batches (the ragged last tile row/column and the
-padding split by column parity are where a tile algorithm goes wrong), and the
-Conv kernel is checked to take the Winograd path only where the rule says.
+zero border of the channels-last copy are where a tile algorithm goes wrong),
+and the Conv kernel is checked to take the Winograd path only where the rule says.
 """
 
 from __future__ import annotations
