@@ -17,6 +17,13 @@ OpenBLAS's spinning threads make many small GEMMs (grouped/depthwise convs)
 up to 100x slower, which measures the neighbours, not the runtime.
 atcpy and onnxruntime runs are interleaved (a, o, a, o, ...) so that load
 from other processes hits both alike.
+
+BLAS kernel: atcpy's Cube ops run on numpy's OpenBLAS, onnxruntime on its own
+MLAS.  An environment that sets OPENBLAS_CORETYPE (the development machines set
+``Haswell``, an AVX2 kernel, on AVX-512 CPUs) caps OpenBLAS's sgemm — measured
+61 GMAC/s against 117 with the CPU's own kernel, one thread — while MLAS still
+uses AVX-512.  The header prints the setting; ``env -u OPENBLAS_CORETYPE python
+bench/latency.py`` measures with the kernel OpenBLAS picks for the CPU.
 """
 
 from __future__ import annotations
@@ -110,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.models:
         keys = args.models.split(",")
         paths = [p for p in paths if any(k in Path(p).stem for k in keys)]
-    print(f"threads: onnxruntime intra-op={args.threads}, {_limit_blas_threads(args.threads)}")
+    print(f"threads: onnxruntime intra-op={args.threads}, {_limit_blas_threads(args.threads)}; "
+          f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}")
     header = (f"{'model':<18} {'compile s':>9} {'atcpy ms':>9} {'ort ms':>8} {'ref ms':>9} "
               f"{'atcpy/ort':>9} {'ref/atcpy':>9} {'max rel diff':>12}")
     print(header)
