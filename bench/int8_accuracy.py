@@ -18,6 +18,12 @@ by atcpy and onnxruntime.  "flips" counts test samples whose INT8 prediction
 differs from the same engine's FP32 prediction.
 
     python bench/int8_accuracy.py [--calib 200] [--folds 5] [--repeats 3] [--json out.json]
+                                  [--quantize "gptq=false"]
+
+``--quantize`` passes options to atcpy's quantize pass (``quantize{...}`` in the
+default pipeline), e.g. ``gptq=false`` for plain weight rounding, to compare
+atcpy's own PTQ choices on the same protocol.  "compile s" is atcpy's mean INT8
+compile time (calibration included) per model and method.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 BATCH = 100
 METHODS = ("max", "percentile", "entropy")
+QUANTIZE = {"options": ""}  # --quantize: options for the quantize pass
 
 
 def load_data(seed: int = 0) -> tuple[np.ndarray, ...]:
@@ -96,9 +104,14 @@ def _batched(run, x: np.ndarray) -> np.ndarray:
 
 def atcpy_outputs(model: Path, x: np.ndarray, out: int, shape: list[int], **opts: Any) -> tuple[np.ndarray, dict]:
     from compiler.driver import compile_model
+    from compiler.pipeline import default_pipeline
     from runtime import Session
 
+    if QUANTIZE["options"] and opts.get("precision_mode") == "allow_quantize":
+        opts["passes"] = default_pipeline("allow_quantize").replace("quantize", f"quantize{{{QUANTIZE['options']}}}")
+    t0 = time.perf_counter()
     exe = compile_model(str(model), input_shapes={"X": [BATCH, *shape]}, **opts)
+    exe.report["compile_seconds"] = time.perf_counter() - t0
     sess = Session(exe)
 
     def run(b: np.ndarray) -> np.ndarray:  # the batch is static: pad a short last one
@@ -160,7 +173,9 @@ def run_model(name: str, model: Path, xte: np.ndarray, calib: np.ndarray, out: i
                                                         extra={"progress": False})
         facts["atcpy", f"int8 {m}"] = {"weights_bytes": rep["memory"]["weights_bytes"],
                                        "quantized_ops": rep["quantization"]["quantized_ops"],
-                                       "bias_corrected": rep["quantization"].get("bias_corrected", 0)}
+                                       "bias_corrected": rep["quantization"].get("bias_corrected", 0),
+                                       "gptq_layers": rep["quantization"].get("gptq_layers", 0),
+                                       "compile_s": rep["compile_seconds"]}
     for m in METHODS:
         try:
             qm = ort_quantize(model, calib.reshape(-1, *shape), tmp / f"{name}-ort-{m}.onnx", m)
@@ -229,24 +244,35 @@ def k_fold(folds: int, repeats: int, calib_n: int) -> list[dict[str, Any]]:
             tmp = Path(d)
             for name, train, out, shape in MODELS:
                 train(x[tr], y[tr], tmp / f"{name}.onnx")
-                outs, facts[name] = run_model(name, tmp / f"{name}.onnx", x[te], x[tr][:calib_n], out, shape, tmp)
+                outs, fold_facts = run_model(name, tmp / f"{name}.onnx", x[te], x[tr][:calib_n], out, shape, tmp)
+                seconds = {k: facts[name][k]["compile_s"] + v["compile_s"] for k, v in fold_facts.items()
+                           if name in facts and "compile_s" in v and "compile_s" in facts[name].get(k, {})}
+                facts[name] = fold_facts
+                for k, t in seconds.items():
+                    facts[name][k]["compile_s"] = t
                 for k, v in outs.items():
                     pooled[name][k] = np.concatenate([pooled[name][k], v]) if k in pooled[name] else v
         print(f"fold {i}/{len(splits)} done", file=sys.stderr)
     yy = np.concatenate(labels)
+    for f in facts.values():  # summed over the folds above: the mean per compile
+        for v in f.values():
+            if "compile_s" in v:
+                v["compile_s"] /= len(splits)
     return [r for name, *_ in MODELS for r in summarise(name, pooled[name], yy, facts[name])]
 
 
 def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     print(title)
-    print(f"{'model':6} {'engine':12} {'mode':16} {'top-1':>7} {'cosine':>9} {'flips':>6} {'weights':>9}")
+    print(f"{'model':6} {'engine':12} {'mode':16} {'top-1':>7} {'cosine':>9} {'flips':>6} {'weights':>9} "
+          f"{'compile s':>9}")
     for r in rows:
         if "error" in r:
             print(f"{r['model']:6} {r['engine']:12} {r['mode']:16} error: {r['error']}")
             continue
         wb = f"{r['weights_bytes']:>9}" if "weights_bytes" in r else " " * 9
+        cs = f" {r['compile_s']:9.3f}" if "compile_s" in r else ""
         print(f"{r['model']:6} {r['engine']:12} {r['mode']:16} {100 * r['top1']:6.2f}% {r['cosine']:9.6f} "
-              f"{r['flips']:6d} {wb}")
+              f"{r['flips']:6d} {wb}{cs}")
     print(f"{'model':6} {'method':11} {'atcpy top-1':>11} {'ORT top-1':>9} {'atcpy cos':>9} {'ORT cos':>9}  atcpy >= ORT")
     for name in dict.fromkeys(r["model"] for r in rows):
         for m in METHODS:
@@ -266,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folds", type=int, default=5, help="also evaluate with k-fold over all samples (0: skip)")
     ap.add_argument("--repeats", type=int, default=3, help="k-fold repeats (shuffle seeds 0 .. repeats-1)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
+    ap.add_argument("--quantize", default="", help="options for atcpy's quantize pass, e.g. 'gptq=false'")
     args = ap.parse_args(argv)
+    QUANTIZE["options"] = args.quantize
     try:  # tiny matrices: BLAS threads only spin against each other (and anything else running)
         from threadpoolctl import threadpool_limits
 

@@ -63,6 +63,8 @@ class Layer:
     bias: np.ndarray | None  # the float bias [channels]
     float_mean: np.ndarray | None = field(default=None, repr=False)  # E[y_float] before the activation
     int_window: np.ndarray | None = field(default=None, repr=False)  # E[quantize(x)] window
+    # anything else that wants the clipped input on the same sweep (GPTQ's Hessian): .add(x)
+    observer: Any = field(default=None, repr=False)
 
 
 def window_sum(x: np.ndarray, layer: Layer) -> tuple[np.ndarray, int]:
@@ -97,7 +99,10 @@ def measure(graph: Graph, layers: Sequence[Layer], sweep: Sweep) -> None:
     def each(name: str, arr: np.ndarray) -> None:
         for layer in by_input.get(name, ()):
             x = np.asarray(arr, np.float32)
-            f, n = window_sum(np.clip(x, -layer.amax, layer.amax), layer)
+            clipped = np.clip(x, -layer.amax, layer.amax)
+            f, n = window_sum(clipped, layer)
+            if layer.observer is not None:
+                layer.observer.add(clipped)
             q, _ = window_sum(quantize(x, scale_from_amax(layer.amax)), layer)
             acc = sums[id(layer)]
             acc[0], acc[1], acc[2] = acc[0] + f, acc[1] + q, acc[2] + n

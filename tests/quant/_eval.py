@@ -12,7 +12,7 @@ from ir.core import Graph, Op
 from passes._onnx_eval import evaluate_op
 from runtime.kernels.quant import KERNELS
 
-__all__ = ["run_graph"]
+__all__ = ["eval_runner", "run_graph"]
 
 
 def _fused(op: Op, xs: list[Any]) -> list[np.ndarray]:
@@ -49,3 +49,9 @@ def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> 
     out = {v.name: env[id(v)] for v in g.outputs}
     out.update({n: named[n] for n in extra})
     return out
+
+
+def eval_runner(graph: Graph, names: Any) -> Any:
+    """A calibration runner (`compiler.calibration.RunnerFactory`) on this interpreter."""
+    return lambda feeds: run_graph(graph, feeds, [n for n in names if n not in feeds]) | {
+        n: feeds[n] for n in names if n in feeds}

@@ -14,12 +14,8 @@ from passes._bias_correction import Layer, expected_output, window_sum
 from passes.base import PassContext
 from passes.quantize import Quantize
 from runtime.kernels.quant import int8_conv
+from tests.quant._eval import eval_runner as _eval_runner
 from tests.quant._eval import run_graph
-
-
-def _eval_runner(graph: Graph, names):
-    return lambda feeds: run_graph(graph, feeds, [n for n in names if n not in feeds]) | {
-        n: feeds[n] for n in names if n in feeds}
 
 
 @settings(max_examples=30, deadline=None)

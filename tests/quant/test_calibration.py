@@ -11,6 +11,7 @@ from compiler.calibration import Histogram, calibrate, entropy_amax, percentile_
 from ir import DType, Graph, TensorType, verify
 from passes.base import PassContext
 from passes.quantize import Quantize
+from tests.quant._eval import eval_runner as _eval_runner
 from tests.quant._eval import run_graph
 
 
@@ -89,11 +90,6 @@ def _mlp() -> Graph:
     h = g.add_op("fused.matmul_add_relu", [x, w0, b0], names=["h"]).result
     g.outputs = [g.add_op("MatMul", [h, w1], names=["y"]).result]
     return g
-
-
-def _eval_runner(graph: Graph, names):
-    return lambda feeds: run_graph(graph, feeds, [n for n in names if n not in feeds]) | {
-        n: feeds[n] for n in names if n in feeds}
 
 
 def test_calibrate_finds_every_cube_input_and_its_range() -> None:

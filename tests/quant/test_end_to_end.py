@@ -166,6 +166,7 @@ def test_accuracy_report_runs_the_quantize_pass_with_its_options(mlp_onnx, calib
             "passes": f"canonicalize,fuse,{quantize},place,assign-buffers"})
         return sorted(layer["snr_db"] for layer in rep["layers"])
 
-    on, off = snrs("quantize"), snrs("quantize{bias_correction=false}")
+    # GPTQ off on both sides: its own rounding already takes out much of the mean error
+    on, off = snrs("quantize{gptq=false}"), snrs("quantize{gptq=false, bias_correction=false}")
     assert on != off  # the option reached the pass
     assert sum(on) > sum(off)  # and bias correction helps on the samples it was measured on
