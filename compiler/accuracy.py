@@ -82,14 +82,17 @@ def _run_all(exe: Any, samples: Mapping[str, np.ndarray], batch_size: int) -> di
 
 def accuracy_report(float_exe: Any, quant_exe: Any, samples: Mapping[str, np.ndarray], *,
                     outputs: Sequence[str] | None = None, scales: Mapping[str, float] | None = None,
-                    batch_size: int = 32) -> dict[str, Any]:
+                    batch_size: int = 32, equalized: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Compare two executables (or Sessions) on `samples` ({input: [S, ...]}).
 
     Outputs both have are paired by name: those in `outputs` (default: all)
     are reported under "outputs" (cosine, MSE, max abs error); those in
     `scales` (layer name -> scale of its int8 result, 1.0 for f32 results)
-    under "layers" (SNR in dB, cosine), worst first."""
+    under "layers" (SNR in dB, cosine), worst first.  A layer in `equalized`
+    (name -> `passes._equalize.Equalized`) computes its float result times a
+    per-channel scale in the quantized model: that scale is divided out first."""
     scales = dict(scales or {})
+    equalized = dict(equalized or {})
     ref = _run_all(float_exe, samples, batch_size)
     got = _run_all(quant_exe, samples, batch_size)
     common = [k for k in ref if k in got]
@@ -100,6 +103,11 @@ def accuracy_report(float_exe: Any, quant_exe: Any, samples: Mapping[str, np.nda
         g = got[k]
         if g.dtype == np.int8 and ref[k].dtype != np.int8:
             g = g.astype(np.float32) * np.float32(scales.get(k, 1.0))
+        if k in equalized:
+            e = equalized[k]
+            shape = [1] * g.ndim
+            shape[e.axis] = -1
+            g = g / np.asarray(e.scale, np.float32).reshape(shape)
         if k in outs:
             report["outputs"][k] = output_metrics(ref[k], g)
         if k in scales and ref[k].dtype.kind == "f":
@@ -172,7 +180,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
         samples = {k: v[:MAX_SAMPLES] for k, v in samples.items()}
     rep = accuracy_report(build_executable(fg, soc_version=opts.soc_version),
                           build_executable(g, soc_version=opts.soc_version), samples,
-                          outputs=model_outputs, scales=scales)
+                          outputs=model_outputs, scales=scales, equalized=ctx.options.get("equalized"))
     rep["calibration"] = opts.calibration_method
     rep["quantized_layers"] = len(layers)
     return rep

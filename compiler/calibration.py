@@ -447,6 +447,11 @@ def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any) -> None
         return res
 
     ctx.options["calibrator"] = calibrator
+    # the samples before any range is measured: the quantize pass may change the graph
+    # (equalization) from one float sweep of them, and only then calibrate
+    ctx.options["calibration_samples"] = CalibrationResult({}, opts.calibration_method, samples,
+                                                           batches=batches(data, graph.inputs, batch_size),
+                                                           runner=float_runner)
     ctx.options["calibration_method"] = opts.calibration_method
     ctx.count("quantization", "samples", samples)
 

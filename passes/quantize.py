@@ -43,6 +43,19 @@ bench/int8_accuracy.py (5-fold x 3), the output cosine rises for every method
       ==>
     %w1_q = const() {value = dense<[127, 25, 3, -50, 76, 127]> ...}   // GPTQ: 0.1 rounded down, -0.2 up
 
+Activation equalization (``equalize``, off by default; see
+`passes._equalize`) runs first, on the float graph: between two Cube layers
+joined through ReLU/MaxPool/Flatten it scales the first layer's output channels
+by ``s = sqrt(w_c / r_c)`` and the second's input channels by ``1 / s``, from
+one sweep of the calibration samples, and only then are ranges calibrated.
+Measured on bench/int8_accuracy.py (5-fold x 3) it cuts the CNN's output error
+by about 30% (cosine 0.999941 -> 0.999958 with max) but makes the MLP's worse
+(0.999959 -> 0.999954; percentile 0.999975 -> 0.999940): each dense channel's
+range comes from as few maxima as there are samples, and on unseen data the
+channels it scaled up clip.  So it is opt-in (``quantize{equalize=true}``); it
+needs samples before calibration (the compile's ``calibration_samples``, or
+``bias_samples`` in IR tests) and is skipped when ranges were given.
+
 Last, bias correction (``bias_correction``, on by default; see
 `passes._bias_correction`): each integer op's int32 bias absorbs the mean shift
 ``E[y_float - y_int8]`` its own quantization causes, measured on the calibration
@@ -70,6 +83,7 @@ from ir.ops.core import CONV_ATTRS
 from ir.types import DType
 from ir.verifier import ANNOTATIONS
 from passes._bias_correction import Layer, Sweep, correct_biases, measure
+from passes._equalize import equalize
 from passes._gptq import Hessian, gptq_rows
 from passes._rewrite import apply_rules, rename, replace_op
 from passes.base import Pass, PassContext, register
@@ -331,6 +345,7 @@ class Quantize(Pass):
     fold: bool = True  # fold quantize/dequantize pairs and fuse requantization
     bias_correction: bool = True  # fold each layer's mean quantization error into its bias
     bias_samples: int = 0  # without calibration samples: this many synthetic ones (IR tests)
+    equalize: bool = False  # rescale channels between layers for per-tensor activations, see passes._equalize
     gptq: bool = True  # round weights by GPTQ on the calibration inputs (same grid), see passes._gptq
     gptq_centered: bool = True  # with bias correction on, GPTQ minimizes the error around the mean (see _gptq)
     gptq_damp: float = 0.01  # GPTQ's damping: this fraction of the mean diagonal added to H
@@ -344,6 +359,13 @@ class Quantize(Pass):
         todo = [(op, p) for op in graph.ops if (p := _plan(op)) is not None and not kept(op, keep)]
         if not todo:
             return False
+        samples = self._samples(graph, ctx)
+        if samples is not None:
+            done = equalize(graph, [op for op, _ in todo], samples)
+            if done:
+                ctx.options.setdefault("equalized", {}).update(done)
+                ctx.count("quantization", "equalized_layers", len(done))
+                todo = [(op, p) for op, _ in todo if (p := _plan(op)) is not None]
         amax, cal = _calibration(graph, ctx)
         todo_amax = []
         for op, plan in todo:
@@ -371,6 +393,19 @@ class Quantize(Pass):
             ctx.count("quantization", "bias_corrected", correct_biases(graph, layers))
             graph.erase_dead()
         return True
+
+    def _samples(self, graph: Graph, ctx: PassContext) -> Sweep | None:
+        """How to run the float graph on calibration samples *before* ranges are
+        measured, for equalization (which changes them); None when it is off or
+        the ranges were given already (they would be those of the graph before)."""
+        if not self.equalize or ctx.options.get("calibration") is not None:
+            return None
+        pending = ctx.options.get("calibration_samples")
+        if getattr(pending, "batches", None) and callable(ctx.options.get("calibrator")):
+            return pending.sweep
+        if self.bias_samples > 0 and self.default_amax > 0:
+            return _synthetic_sweep(graph, self.bias_samples, self.default_amax)
+        return None
 
     def _sweep(self, graph: Graph, cal: Any) -> Sweep | None:
         """How to run graphs on calibration samples, when bias correction or GPTQ is on and there are some."""
