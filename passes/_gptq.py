@@ -94,7 +94,7 @@ def round_rows(w: np.ndarray, scale: np.ndarray) -> np.ndarray:
 def layer_error(w: np.ndarray, codes: np.ndarray, scale: np.ndarray, h: np.ndarray) -> np.ndarray:
     """Per row: ``(w - q) H (w - q)ᵀ``, the summed squared output error on the inputs of `h`."""
     d = w.astype(np.float64) - codes * scale[:, None].astype(np.float64)
-    return np.einsum("nk,kl,nl->n", d, h, d)
+    return ((d @ h) * d).sum(axis=1)  # one BLAS product (an unoptimized 3-operand einsum is ~50x slower)
 
 
 def gptq_rows(w: np.ndarray, scale: np.ndarray, h: np.ndarray, damp: float = 0.01) -> np.ndarray:
