@@ -308,6 +308,8 @@ def _affine_op(graph: Graph, kind: str, x: Value, k: np.ndarray, op: Op, name: s
 
 
 def _replace_if_same_type(graph: Graph, op: Op, new: Op, extra: list[Op], ctx: PassContext, what: str) -> bool:
+    """`op` becomes `new` when their result types agree; otherwise `new` and the
+    `extra` ops built for it are erased and nothing changes."""
     if new.result.type != op.result.type:
         for o in [new, *extra]:
             graph.erase(o)
@@ -453,13 +455,7 @@ def _swap(graph: Graph, first: Op, second: Op, ctx: PassContext, what: str) -> b
     x = first.operands[0]
     a = graph.add_op(second.kind, [x, *second.operands[1:]], dict(second.attrs), before=second)
     b = graph.add_op(first.kind, [a.result, *first.operands[1:]], dict(first.attrs), before=second)
-    if b.result.type != second.result.type:
-        graph.erase(b)
-        graph.erase(a)
-        return False
-    replace_op(graph, second, [b.result], inherit_names=True)
-    ctx.count("canonicalize", what)
-    return True
+    return _replace_if_same_type(graph, second, b, [a], ctx, what)
 
 
 def pool_before_conv(graph: Graph, op: Op, ctx: PassContext) -> bool:
