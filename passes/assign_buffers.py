@@ -9,7 +9,15 @@ output is live to the end.  Activations that must share bytes form one
   its operand's bytes, so its result joins the operand's buffer (zero-copy);
 - an elementwise op (trait ``elementwise``) whose result has the same type as an
   operand that dies at this op writes its result over that operand
-  (``inplace = 1``) — safe because out[i] depends on in[i] alone.
+  (``inplace = 1``) — safe because out[i] depends on in[i] alone;
+- a Concat whose operands are contiguous byte ranges of its result (every dim
+  before the axis is 1, as in NCHW with N = 1 along channels) takes its
+  operands' buffers into its own: each operand is produced straight into its
+  slice of the result, and the Concat copies only what is not already there
+  (the runtime compares addresses).  Nested concats (DenseNet's growing blocks)
+  become one region.  An operand keeps its own buffer when it is a graph input,
+  a constant, not in the arena, already inside another concat, repeated, or
+  would start at a misaligned offset.
 
 A buffer is live over the union of its members' ranges.  Buffers are placed
 greedily (TFLite's "greedy by size"): in a given order, each buffer goes to the
@@ -44,9 +52,9 @@ SoC's DDR (``ctx.soc.ddr_bytes``) or ``ctx.options["mem_limit"]``, the pass
 raises `MemoryBudgetError` (exit code 3); static-shape results kept out of the
 arena count against the budget too.
 
-Options: ``alignment`` (bytes, default 32), ``inplace`` and ``views`` (turn the
-two kinds of aliasing off), ``search`` (local-search rounds; 0 = greedy only):
-``assign-buffers{alignment=64,inplace=false}``.
+Options: ``alignment`` (bytes, default 32), ``inplace``, ``views`` and
+``concat`` (turn the three kinds of aliasing off), ``search`` (local-search
+rounds; 0 = greedy only): ``assign-buffers{alignment=64,inplace=false}``.
 """
 
 from __future__ import annotations
@@ -71,11 +79,17 @@ _GRAPH_ATTRS = ("arena_bytes", "lower_bound_bytes", "naive_bytes", "weights_byte
 
 @dataclass(eq=False)
 class Buffer:
-    """One arena region, shared by an alias group; live over steps [start, end]."""
+    """One arena region, shared by an alias group; live over steps [start, end].
+
+    `nbytes` is the unaligned extent its members use (`size` rounds it up); a
+    member lies at ``offset + at[id(member)]``, where `at` is 0 except inside a
+    concat region.
+    """
 
     size: int
     start: int
     end: int
+    nbytes: int = 0
     members: list[Value] = field(default_factory=list)
     offset: int = -1
 
@@ -108,45 +122,105 @@ def _last_uses(graph: Graph) -> dict[int, int]:
     return last
 
 
-def _group(graph: Graph, alignment: int, inplace: bool, views: bool) -> tuple[list[Buffer], dict[int, Buffer], set[int]]:
-    """Alias groups → buffers; returns buffers, value id → buffer, ids of in-place ops."""
+@dataclass
+class _Groups:
+    """What `_group` found: the buffers, value id → buffer, value id → byte
+    offset inside its buffer, ids of in-place ops, and concat operands aliased."""
+
+    bufs: list[Buffer]
+    of: dict[int, Buffer]
+    at: dict[int, int]
+    inplace_ops: set[int]
+    concat_operands: int = 0
+
+
+def _group(graph: Graph, alignment: int, inplace: bool, views: bool, concat: bool = True) -> _Groups:
+    """Alias groups → buffers."""
     last = _last_uses(graph)
-    of: dict[int, Buffer] = {}
-    bufs: list[Buffer] = []
-    inplace_ops: set[int] = set()
+    gr = _Groups([], {}, {}, set())
+    of, at = gr.of, gr.at
     for i, op in enumerate(graph.ops):
         opdef = lookup(op.kind)
         for r in op.results:
             if not _in_arena(r):
                 continue
-            host = None
+            host, rel = None, 0
             if views and opdef is not None and opdef.has(VIEW) and op.operands[0] is not None:
-                src = of.get(id(op.operands[0]))
-                if src is not None and op.operands[0].type.nbytes == r.type.nbytes:
-                    host = src
+                src = op.operands[0]
+                if id(src) in of and src.type.nbytes == r.type.nbytes:
+                    host, rel = of[id(src)], at[id(src)]
             elif inplace and opdef is not None and opdef.has(ELEMENTWISE) and len(op.results) == 1:
-                host = _inplace_host(op, i, of)
-                if host is not None:
-                    inplace_ops.add(id(op))
+                src = _inplace_host(op, i, of, at)
+                if src is not None:
+                    host, rel = of[id(src)], at[id(src)]
+                    gr.inplace_ops.add(id(op))
             if host is None:
-                host = Buffer(_align(r.type.nbytes, alignment), i, i)
-                bufs.append(host)
+                host = Buffer(_align(r.type.nbytes, alignment), i, i, r.type.nbytes)
+                gr.bufs.append(host)
+                if concat and op.kind == "Concat":
+                    gr.concat_operands += _absorb_operands(op, host, gr, alignment)
             host.members.append(r)
             host.end = max(host.end, last[id(r)])
-            of[id(r)] = host
-    return bufs, of, inplace_ops
+            of[id(r)], at[id(r)] = host, rel
+    return gr
 
 
-def _inplace_host(op: Op, step: int, of: dict[int, Buffer]) -> Buffer | None:
-    """An operand buffer `op` may overwrite: same type as the result and dead
-    after this step.  Any other operand in that buffer is a view of it with the
-    same element count, so it can only broadcast to the result as the identity:
-    every read of element i happens before the write of element i."""
+def _concat_slices(op: Op) -> list[tuple[Value, int]]:
+    """(operand, byte offset in the result) for a Concat whose operands are
+    contiguous byte ranges of its result; [] when they are not."""
+    rt = op.results[0].type
+    axis = int(op.attrs.get("axis", 0)) % max(rt.rank, 1)
+    if not rt.is_static or any(d != 1 for d in rt.shape[:axis]) or any(v is None for v in op.operands):
+        return []
+    out, pos = [], 0
+    for v in op.operands:
+        if not v.type.is_static or v.type.dtype != rt.dtype:
+            return []
+        out.append((v, pos))
+        pos += v.type.nbytes
+    return out if pos == rt.nbytes else []
+
+
+def _absorb_operands(op: Op, host: Buffer, gr: _Groups, alignment: int) -> int:
+    """Move the buffers of `op`'s operands into the Concat's `host` buffer at
+    their slices; returns how many moved."""
+    moved: list[Buffer] = []
+    for v, pos in _concat_slices(op):
+        b = gr.of.get(id(v))
+        # v must fill its buffer alone (not already a slice of another concat), once
+        if b is None or b in moved or gr.at[id(v)] != 0 or b.nbytes != v.type.nbytes or not v.type.nbytes \
+                or pos % alignment:
+            continue
+        for m in b.members:
+            gr.of[id(m)] = host
+            gr.at[id(m)] += pos
+        host.members.extend(b.members)
+        host.start, host.end = min(host.start, b.start), max(host.end, b.end)
+        moved.append(b)
+    if moved:
+        gone = {id(b) for b in moved}
+        gr.bufs[:] = [b for b in gr.bufs if id(b) not in gone]
+    return len(moved)
+
+
+def _inplace_host(op: Op, step: int, of: dict[int, Buffer], at: dict[int, int]) -> Value | None:
+    """An operand `op` may overwrite: same type as the result and its buffer
+    dead after this step.  Every other operand in that buffer must be the same
+    bytes (a view with the same element count, so it can only broadcast to the
+    result as the identity): every read of element i then happens before the
+    write of element i.  A slice of a concat region next to the candidate
+    rules it out."""
     rtype = op.results[0].type
     for v in op.operands:
         buf = None if v is None else of.get(id(v))
-        if buf is not None and v.type == rtype and buf.end == step:
-            return buf
+        if buf is None or v.type != rtype or buf.end != step:
+            continue
+        same_bytes = all(
+            at[id(u)] == at[id(v)] and u.type.nbytes == v.type.nbytes
+            for u in op.operands if u is not None and u is not v and of.get(id(u)) is buf
+        )
+        if same_bytes:
+            return v
     return None
 
 
@@ -233,6 +307,7 @@ class AssignBuffers(Pass):
     alignment: int = 32
     inplace: bool = True
     views: bool = True
+    concat: bool = True
     search: int = 200
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
@@ -243,12 +318,14 @@ class AssignBuffers(Pass):
             for k in _ATTRS:
                 op.attrs.pop(k, None)
 
-        bufs, of, inplace_ops = _group(graph, self.alignment, self.inplace, self.views)
+        gr = _group(graph, self.alignment, self.inplace, self.views, self.concat)
+        bufs, inplace_ops = gr.bufs, gr.inplace_ops
         arena = plan(bufs, self.search)
         for op in graph.ops:
             if op.kind == "const":
                 continue
-            op.attrs["offsets"] = [of[id(r)].offset if id(r) in of else -1 for r in op.results]
+            op.attrs["offsets"] = [gr.of[id(r)].offset + gr.at[id(r)] if id(r) in gr.of else -1
+                                   for r in op.results]
             if id(op) in inplace_ops:
                 op.attrs["inplace"] = 1
 
@@ -264,7 +341,7 @@ class AssignBuffers(Pass):
             **stats,
             "buffers": len(bufs),
             "inplace_ops": len(inplace_ops),
-            "views": sum(len(b.members) - 1 for b in bufs) - len(inplace_ops),
+            "concat_inplace_operands": gr.concat_operands,
         })
         _check_budget(stats["weights_bytes"], arena, _outside_bytes(graph), ctx)
         return _snapshot(graph) != before
@@ -310,6 +387,12 @@ def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext) -> N
             raise MemoryBudgetError(f"{parts} = {format_bytes(total)} exceeds {format_bytes(budget)}, {what}")
 
 
+def _offset_of(v: Value) -> int:
+    op = v.producer
+    offsets = [] if op is None else op.attrs.get("offsets", [])
+    return offsets[op.results.index(v)] if offsets else -1
+
+
 def plan_summary(graph: Graph) -> dict[str, Any]:
     """The memory plan as the compile report and ``atcpy --mode=3`` show it
     (read from the attrs assign-buffers left; zeros if it has not run)."""
@@ -320,6 +403,13 @@ def plan_summary(graph: Graph) -> dict[str, Any]:
     out["planned_tensors"] = sum(1 for o in offsets if o >= 0)
     out["unplanned_tensors"] = sum(1 for o in offsets if o < 0)
     out["inplace_ops"] = sum(1 for op in graph.ops if op.attrs.get("inplace"))
+    out["concat_inplace_operands"] = sum(
+        1
+        for op in graph.ops
+        if op.kind == "Concat" and op.attrs.get("offsets", [-1])[0] >= 0
+        for v, pos in _concat_slices(op)
+        if _offset_of(v) == op.attrs["offsets"][0] + pos
+    )
     lb, arena, naive = out["lower_bound_bytes"], out["arena_bytes"], out["naive_bytes"]
     out["arena_over_lower_bound"] = round(arena / lb, 4) if lb else 1.0
     out["saving_vs_naive_pct"] = round(100.0 * (1 - arena / naive), 2) if naive else 0.0

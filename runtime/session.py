@@ -13,7 +13,9 @@ returns its arena view (or a view onto the same bytes, e.g. a Reshape the
 plan aliased) costs no copy; anything else is copied into the view.
 
 Also at load: steps whose operands are all constants run once and their results
-become constants (`Session.folded_steps`); the Cube kernels share one set of
+become constants (`Session.folded_steps`); a Concat whose operands the plan put
+in their slices of its result has nothing to do and is dropped
+(`Session.elided_steps`); the Cube kernels share one set of
 scratch buffers (im2col columns, padded inputs, partial products) that the
 first run sizes and later runs reuse.
 """
@@ -32,6 +34,7 @@ import numpy as np
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import CUBE_KERNELS, Scratch
+from runtime.kernels.movement import concat_in_place
 from runtime.om import Executable, np_dtype
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
@@ -190,6 +193,7 @@ class Session:
         self._scratch = Scratch()
         self._folded_slots: set[int] = set()
         self.folded_steps: list[str] = []  # names of the steps computed once at load (`_fold`)
+        self.elided_steps: list[str] = []  # Concats whose operands already sit in their slices
         self._steps: list[_Step] = []
         for k, st in enumerate(prog["steps"]):
             attrs = {key: resolve(v) for key, v in st["attrs"].items()}
@@ -206,6 +210,9 @@ class Session:
             outs = [env[i] if self._static[i] else None for i in st["outputs"]]
             ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
             if self._fold(st, fn, attrs, in_idx, n_act, acts):
+                continue
+            if st["kernel"] == "Concat" and ins is not None and concat_in_place(ins, attrs, outs[0]):
+                self.elided_steps.append(st["name"])  # its operands were produced in place
                 continue
             cc = st["attrs"].get("cost_cycles")
             self._steps.append(_Step(

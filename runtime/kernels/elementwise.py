@@ -16,7 +16,7 @@ import numpy as np
 
 from runtime.kernels import kernel, slot
 
-__all__ = ["UNARY", "UNARY_BY_ACT", "erf"]
+__all__ = ["UNARY", "UNARY_BY_ACT", "erf", "relu"]
 
 
 def _o(out, x_shape, dtype) -> np.ndarray | None:
@@ -99,10 +99,41 @@ for _n, _f in UNARY.items():
     _unary(_n, _f)
 
 
+_ZERO_ROW = 16384  # elements in the zero operand of `relu`
+_ZEROS: dict[str, np.ndarray] = {}
+
+
+def relu(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """max(x, 0) into `out` (which may be `x`), NaN propagation included.
+
+    numpy 2.4's maximum against a scalar, or against a broadcast row shorter than
+    ~16K elements, runs 2-4x slower than against a long contiguous operand (one
+    [256, 3136] f32 map: 0.24 ms against 0.05).  Contiguous data is therefore
+    maxed as rows of 16384 elements against one cached, read-only zero row, plus
+    one call for the remainder.
+    """
+    if out is None:
+        out = np.empty_like(x)
+    if x.dtype.kind != "f" or not (x.flags.c_contiguous and out.flags.c_contiguous) \
+            or out.shape != x.shape or out.dtype != x.dtype:
+        return np.maximum(x, x.dtype.type(0), out=out)
+    z = _ZEROS.get(x.dtype.str)
+    if z is None:
+        z = _ZEROS[x.dtype.str] = np.zeros(_ZERO_ROW, x.dtype)
+        z.flags.writeable = False
+    xf, of = x.reshape(-1), out.reshape(-1)
+    main = xf.size - xf.size % _ZERO_ROW
+    if main:
+        np.maximum(xf[:main].reshape(-1, _ZERO_ROW), z, out=of[:main].reshape(-1, _ZERO_ROW))
+    if main < xf.size:
+        np.maximum(xf[main:], z[: xf.size - main], out=of[main:])
+    return out
+
+
 @kernel("Relu")
 def _relu(inputs, attrs, out):
     x = inputs[0]
-    return [np.maximum(x, x.dtype.type(0), out=_o(out, x.shape, x.dtype))]
+    return [relu(x, _o(out, x.shape, x.dtype))]
 
 
 @kernel("Identity")

@@ -36,6 +36,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from runtime.kernels import kernel, slot
+from runtime.kernels.elementwise import relu
 from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
 
 __all__ = ["CUBE_KERNELS", "Scratch", "conv", "conv_pads", "conv_transpose", "matmul", "relu_"]
@@ -184,29 +185,9 @@ def _epilogue(r: np.ndarray, bias: np.ndarray | None, act: str, beta: float = 1.
     return _activate(r, act)
 
 
-_ZERO_ROWS: dict[tuple[int, str], np.ndarray] = {}
-
-
 def relu_(r: np.ndarray) -> np.ndarray:
-    """max(r, 0) in place.  numpy 2.4's maximum against a scalar runs ~3x slower than
-    against an array, so a contiguous r is treated as rows and maxed against one
-    cached zero row (the same values, NaN propagation included)."""
-    if r.flags.c_contiguous and r.ndim >= 1 and r.size:
-        row = 1  # trailing dims making a row of >= 64 elements (no longer than 16384 if possible)
-        for d in reversed(r.shape):
-            if row >= 64 or (row > 1 and row * d > 16384):
-                break
-            row *= d
-        if row:
-            key = (row, r.dtype.str)
-            z = _ZERO_ROWS.get(key)
-            if z is None:
-                z = _ZERO_ROWS[key] = np.zeros(row, r.dtype)
-                z.flags.writeable = False
-            v = r.reshape(-1, row)
-            np.maximum(v, z, out=v)
-            return r
-    return np.maximum(r, 0, out=r)
+    """max(r, 0) in place (`runtime.kernels.elementwise.relu`)."""
+    return relu(r, r)
 
 
 def _activate(r: np.ndarray, act: str | None) -> np.ndarray:

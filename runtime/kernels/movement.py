@@ -74,6 +74,29 @@ def _transpose(inputs, attrs, out):
     return [np.transpose(x, perm)]
 
 
+def _concat_parts(xs: list[np.ndarray], axis: int, o: np.ndarray):
+    """(operand, its slice of `o`, whether it is already there) per operand."""
+    pos = 0
+    for v in xs:
+        dst = o[(slice(None),) * axis + (slice(pos, pos + v.shape[axis]),)]
+        pos += v.shape[axis]
+        there = v.size == 0 or (v.ctypes.data == dst.ctypes.data and v.dtype == dst.dtype and v.shape == dst.shape
+                                and v.flags.c_contiguous and dst.flags.c_contiguous)
+        yield v, dst, there
+
+
+def concat_in_place(inputs: list[Any], attrs: dict[str, Any], o: np.ndarray | None) -> bool:
+    """Whether every operand already sits in its slice of `o` (assign-buffers
+    placed them there), so the Concat has nothing to copy."""
+    xs = [v for v in inputs if v is not None]
+    if o is None or not xs or any(not isinstance(v, np.ndarray) for v in xs):
+        return False
+    axis = int(attrs["axis"]) % xs[0].ndim
+    if sum(v.shape[axis] for v in xs) != o.shape[axis]:
+        return False
+    return all(there for _, _, there in _concat_parts(xs, axis, o))
+
+
 @kernel("Concat")
 def _concat(inputs, attrs, out):
     xs = [v for v in inputs if v is not None]
@@ -81,9 +104,14 @@ def _concat(inputs, attrs, out):
     o = slot(out, 0)
     total = sum(v.shape[axis] for v in xs)
     shape = xs[0].shape[:axis] + (total,) + xs[0].shape[axis + 1:]
-    if o is not None and o.shape == shape and o.dtype == np.result_type(*xs):
-        return [np.concatenate(xs, axis=axis, out=o)]
-    return [np.concatenate(xs, axis=axis)]
+    if o is None or o.shape != shape or o.dtype != np.result_type(*xs):
+        return [np.concatenate(xs, axis=axis)]
+    # assign-buffers may have placed operands in their slices of the result
+    # already (produced in place): copy only the others
+    for v, dst, there in _concat_parts(xs, axis, o):
+        if not there:
+            np.copyto(dst, v, casting="unsafe")
+    return [o]
 
 
 @kernel("Split")

@@ -3,8 +3,8 @@ runs a graph *through its arena plan* (every planned value read from and
 written to one bytearray at its offset), so a wrong alias shows up as a wrong
 output.
 
-Graphs are random DAGs of elementwise ops (unary, binary, broadcasting), MatMul
-and views (Reshape, Flatten, Unsqueeze, Squeeze) over 2-D f32 tensors.
+Graphs are random DAGs of elementwise ops (unary, binary, broadcasting), MatMul,
+views (Reshape, Flatten, Unsqueeze, Squeeze) and Concat over 2-D f32 tensors.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from ir.core import Graph, Op, Value
 from ir.types import DType, TensorType
 
-__all__ = ["alias_groups", "graphs", "live_ranges", "run_in_arena", "run_reference"]
+__all__ = ["alias_groups", "concat_slices", "graphs", "live_ranges", "run_in_arena", "run_reference"]
 
 UNARY = {"Relu": lambda a: np.maximum(a, 0), "Neg": np.negative, "Abs": np.abs}
 BINARY = {"Add": np.add, "Mul": np.multiply, "Sub": np.subtract}
@@ -37,7 +37,7 @@ def graphs(draw: st.DrawFn, max_ops: int = 14) -> Graph:
     for _ in range(draw(st.integers(1, max_ops))):
         v = draw(st.sampled_from(pool))
         shape = v.type.shape
-        kind = draw(st.sampled_from(["unary", "binary", "matmul", "view"]))
+        kind = draw(st.sampled_from(["unary", "binary", "matmul", "view", "concat"]))
         if kind == "unary":
             new = g.add_op(draw(st.sampled_from(sorted(UNARY))), [v])
         elif kind == "binary":
@@ -51,6 +51,8 @@ def graphs(draw: st.DrawFn, max_ops: int = 14) -> Graph:
                 new = g.add_op("MatMul", [v, const((shape[1], draw(DIMS)))])
             else:  # a row vector times v: a (1, n) activation for broadcasting
                 new = g.add_op("MatMul", [const((1, shape[0])), v])
+        elif kind == "concat":
+            new = _concat(g, draw, v, pool)
         else:
             new = _view(g, draw, v)
         pool.append(new.result)
@@ -67,6 +69,16 @@ def _broadcasts(a: tuple, b: tuple) -> bool:
         return np.broadcast_shapes(a, b) in (tuple(a), tuple(b))
     except ValueError:
         return False
+
+
+def _concat(g: Graph, draw: st.DrawFn, v: Value, pool: list[Value]) -> Op:
+    """v and 1-3 more values (repeats allowed) that agree with it off the axis."""
+    axis = draw(st.integers(0, v.type.rank - 1))
+    fits = [u for u in pool if u.type.rank == v.type.rank
+            and all(a == b for k, (a, b) in enumerate(zip(u.type.shape, v.type.shape)) if k != axis)]
+    xs = [v] + [draw(st.sampled_from(fits)) for _ in range(draw(st.integers(1, 3)))]
+    order = draw(st.permutations(xs))
+    return g.add_op("Concat", list(order), {"axis": axis})
 
 
 def _view(g: Graph, draw: st.DrawFn, v: Value) -> Op:
@@ -92,6 +104,8 @@ def _compute(op: Op, args: list[np.ndarray]) -> np.ndarray:
         return args[0] @ args[1]
     if op.kind in VIEWS:
         return args[0].reshape(op.result.type.shape)
+    if op.kind == "Concat":
+        return np.concatenate(args, axis=op.attrs["axis"])
     raise NotImplementedError(op.kind)
 
 
@@ -155,9 +169,23 @@ def live_ranges(g: Graph) -> dict[int, tuple[int, int]]:
     return rng
 
 
+def concat_slices(op: Op) -> list[tuple[Value, int, int]]:
+    """(operand, byte offset, nbytes) of each operand's slice in a Concat's result,
+    when the slices are byte ranges (every dim before the axis is 1); else []."""
+    t = op.result.type
+    if any(d != 1 for d in t.shape[: op.attrs["axis"]]):
+        return []
+    out, pos = [], op.attrs["offsets"][0]
+    for v in op.operands:
+        out.append((v, pos, v.type.nbytes))
+        pos += v.type.nbytes
+    return out
+
+
 def alias_groups(g: Graph) -> dict[int, int]:
     """value id -> group id, joining a view result or an in-place result with the
-    operand at the same offset (the aliases the plan creates on purpose)."""
+    operand at the same offset, and a Concat with the operands that sit in their
+    slices of it (the aliases the plan creates on purpose)."""
     parent: dict[int, int] = {}
 
     def find(x: int) -> int:
@@ -170,5 +198,9 @@ def alias_groups(g: Graph) -> dict[int, int]:
         if op.kind in VIEWS or op.attrs.get("inplace"):
             for a in op.operands:
                 if a is not None and off.get(id(a), -1) >= 0 and off.get(id(a)) == off[id(op.result)]:
+                    parent[find(id(op.result))] = find(id(a))
+        elif op.kind == "Concat" and off.get(id(op.result), -1) >= 0:
+            for a, pos, _ in concat_slices(op):
+                if off.get(id(a)) == pos:
                     parent[find(id(op.result))] = find(id(a))
     return {k: find(k) for k in off}
