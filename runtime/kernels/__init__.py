@@ -31,7 +31,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["KernelEntry", "KernelFn", "kernel", "load_families", "lookup_kernel", "registered_kernels", "slot"]
+__all__ = ["KernelEntry", "KernelFn", "broadcast_ufunc", "kernel", "load_families", "lookup_kernel", "registered_kernels",
+           "slot"]
 
 KernelFn = Callable[[list[Any], dict[str, Any], Any], Sequence[np.ndarray]]
 AcceptsFn = Callable[[dict[str, Any], list[Any]], bool]
@@ -69,6 +70,46 @@ def slot(out: Sequence[np.ndarray | None] | None, i: int) -> np.ndarray | None:
     if out is None or i >= len(out):
         return None
     return out[i]
+
+
+def _inner_run(shape: tuple[int, ...], *operands: tuple[int, ...]) -> int:
+    """Elements in the innermost run numpy's iterator sees for a broadcast of
+    `operands` to `shape`: the trailing dims over which every operand is either
+    full or broadcast throughout (so it can coalesce them)."""
+    run, pattern = 1, None
+    for k in range(1, len(shape) + 1):
+        d = shape[-k]
+        if d == 1:
+            continue
+        p = tuple(len(s) >= k and s[-k] == d for s in operands)
+        if pattern is None:
+            pattern = p
+        elif p != pattern:
+            break
+        run *= d
+    return run
+
+
+def broadcast_ufunc(fn: Any, a: np.ndarray, b: Any, out: np.ndarray | None, **kw: Any) -> np.ndarray:
+    """``fn(a, b, out=out, **kw)`` for a broadcasting binary ufunc, e.g. a per-channel
+    bias over NCHW.
+
+    numpy 2.4 buffers (copies) runs shorter than half its buffer size (8192
+    elements) to grow the inner loop, and with a broadcast operand that made a
+    per-channel add over 56x56 maps 2.5-3x slower than over longer runs
+    (0.13 ns/element against 0.045).  When the inner run is 512..4095 elements
+    and the op is big enough to pay for it, the buffer shrinks for the call so
+    that runs are iterated in place.
+    """
+    if out is not None and out.size >= 65536 and isinstance(b, np.ndarray) and a.shape != b.shape:
+        run = _inner_run(out.shape, a.shape, b.shape)
+        if 512 <= run < 4096:
+            old = np.setbufsize(1 << (2 * run).bit_length() - 1)  # largest power of two <= 2 * run
+            try:
+                return fn(a, b, out=out, **kw)
+            finally:
+                np.setbufsize(old)
+    return fn(a, b, out=out, **kw)
 
 
 def load_families() -> None:

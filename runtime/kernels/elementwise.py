@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.kernels import kernel, slot
+from runtime.kernels import broadcast_ufunc, kernel, slot
 
 __all__ = ["UNARY", "UNARY_BY_ACT", "erf", "relu"]
 
@@ -308,7 +308,7 @@ def _binary(name: str, fn: Callable[..., np.ndarray]) -> None:
         if o is not None and (o.shape != np.broadcast_shapes(a.shape, b.shape)
                               or o.dtype != (np.dtype(bool) if name in _CMP else a.dtype)):
             o = None
-        return [fn(a, b, out=o)]
+        return [broadcast_ufunc(fn, a, b, o)]
 
 
 for _n, _f2 in BINARY.items():

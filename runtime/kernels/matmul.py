@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from runtime.kernels import kernel, slot
+from runtime.kernels import broadcast_ufunc, kernel, slot
 from runtime.kernels.elementwise import relu
 from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
 
@@ -361,7 +361,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
                 np.matmul(wm, cols, out=a4[i])
     if b is not None:
         r3 = acc.reshape(n, m, length)
-        np.add(r3, b.reshape(m, 1), out=r3, casting="unsafe")
+        broadcast_ufunc(np.add, r3, b.reshape(m, 1), r3, casting="unsafe")
     _activate(acc, act)
     if acc is not res:
         np.copyto(res, acc, casting="unsafe")
