@@ -19,6 +19,8 @@ from pathlib import Path
 
 import onnx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/memory.py` from anywhere
+
 from compiler.frontend import import_onnx
 from passes import PassContext
 from passes.assign_buffers import plan_summary
