@@ -17,6 +17,22 @@ a repeat, each fold with its own trained models and calibration samples, shared
 by atcpy and onnxruntime.  "flips" counts test samples whose INT8 prediction
 differs from the same engine's FP32 prediction.
 
+Beside each atcpy-vs-ORT verdict, a paired test on the same test samples: "a+"
+counts samples atcpy gets right and ORT wrong, "o+" the reverse, and "p" is the
+exact two-sided McNemar test on those discordant pairs (a binomial test of
+a+ against n = a+ + o+ at 1/2): the chance of a split at least that uneven if
+neither engine were more accurate.  A top-1 gap with p near 1 is noise.
+
+onnxruntime's calibrators as configured here (its ``create_calibrator``
+defaults): percentile is a 2048-bin histogram of ``|x|`` (zeros counted, the
+left edge of the bin the 99.9th percentile falls in) — the same threshold as
+atcpy's to within a bin (tests/quant/test_calibration.py); entropy keeps
+``num_bins = num_quantized_bins = 128``, so every threshold its KL search
+tries lies at or beyond the first batch's max ``|x|`` (the histogram only grows
+outward): here its tables equal its ``max`` rows digit for digit.  atcpy's
+entropy is TensorRT's search (2048 bins, thresholds from 128 bins up), which
+does clip.
+
     python bench/int8_accuracy.py [--calib 200] [--folds 5] [--repeats 3] [--json out.json]
                                   [--quantize "gptq=false"]
 
@@ -29,7 +45,10 @@ compile time (calibration included) per model and method.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
+import math
 import sys
 import tempfile
 import time
@@ -98,6 +117,16 @@ def _cos(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
+def mcnemar_p(wins: int, losses: int) -> float:
+    """Exact two-sided McNemar p-value for `wins` vs `losses` discordant pairs: twice
+    the binomial(n, 1/2) tail at the smaller count, capped at 1 (p = 1 with no pairs)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
+    return min(1.0, 2 * tail / 2**n)
+
+
 def _batched(run, x: np.ndarray) -> np.ndarray:
     return np.concatenate([run(x[i : i + BATCH]) for i in range(0, len(x), BATCH)])
 
@@ -146,11 +175,12 @@ def ort_quantize(model: Path, calib: np.ndarray, dst: Path, method: str) -> Path
 
     cm = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
           "entropy": CalibrationMethod.Entropy}[method]
-    quantize_static(
-        str(model), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=cm,
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.9},
-    )
+    with contextlib.redirect_stdout(io.StringIO()):  # its calibrators print their settings per call
+        quantize_static(
+            str(model), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=cm,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.9},
+        )
     return dst
 
 
@@ -198,6 +228,15 @@ def summarise(name: str, outs: Outputs, y: np.ndarray, facts: dict[Any, Any]) ->
                 # predictions that differ from the same engine's FP32 model (fidelity, not luck)
                 row["flips"] = int((q.argmax(1) != outs[engine, "fp32"].argmax(1)).sum())
             rows.append(row)
+    # paired against onnxruntime on the same samples (see mcnemar_p)
+    for m in METHODS:
+        a, o = outs.get(("atcpy", f"int8 {m}")), outs.get(("onnxruntime", f"int8 {m}"))
+        if a is None or o is None:
+            continue
+        ra, ro = a.argmax(1) == y, o.argmax(1) == y
+        wins, losses = int((ra & ~ro).sum()), int((~ra & ro).sum())
+        row = next(r for r in rows if r["engine"] == "atcpy" and r["mode"] == f"int8 {m}")
+        row.update(vs_ort_wins=wins, vs_ort_losses=losses, vs_ort_p=mcnemar_p(wins, losses))
     return rows
 
 
@@ -276,7 +315,7 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
     # FP32's top-1 beside the verdict: an INT8 model equal to its FP32 model scores exactly that,
     # so a method whose ORT top-1 is above it is only matched by INT8 flips that happen to be right
     print(f"{'model':6} {'method':11} {'atcpy top-1':>11} {'ORT top-1':>9} {'FP32 top-1':>10} {'atcpy cos':>9} "
-          f"{'ORT cos':>9}  atcpy >= ORT")
+          f"{'ORT cos':>9}  atcpy >= ORT  {'a+':>3} {'o+':>3} {'McNemar p':>9}")
     for name in dict.fromkeys(r["model"] for r in rows):
         fp = next((r for r in rows if r["model"] == name and r["engine"] == "atcpy" and r["mode"] == "fp32"), {})
         for m in METHODS:
@@ -286,7 +325,8 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
                 continue
             ok = a["top1"] >= o["top1"] and a["cosine"] >= o["cosine"]
             print(f"{name:6} {m:11} {100 * a['top1']:10.2f}% {100 * o['top1']:8.2f}% {100 * fp.get('top1', 0):9.2f}% "
-                  f"{a['cosine']:9.6f} {o['cosine']:9.6f}  {'yes' if ok else 'NO'}")
+                  f"{a['cosine']:9.6f} {o['cosine']:9.6f}  {'yes' if ok else 'NO':12} {a['vs_ort_wins']:3d} "
+                  f"{a['vs_ort_losses']:3d} {a['vs_ort_p']:9.3f}")
     print()
 
 

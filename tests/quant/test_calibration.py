@@ -126,3 +126,27 @@ def test_pass_is_a_no_op_outside_allow_quantize_and_without_ranges() -> None:
     assert Quantize().run(g, ctx)  # x has a range, h does not: one op quantized, one kept with a note
     assert ctx.stats["quantization"]["quantized_ops"] == 1
     assert any("no calibration range for %h" in d for d in ctx.diagnostics)
+
+
+def test_percentile_agrees_with_onnxruntime_symmetric_percentile() -> None:
+    """bench/int8_accuracy.py compares against onnxruntime's symmetric percentile
+    calibrator (2048 bins of |x|, zeros counted, the left edge of the bin the
+    percentile falls in): the same threshold to within one of its bins."""
+    import contextlib
+    import io
+
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    rng = np.random.default_rng(7)
+    parts = [np.maximum(rng.standard_normal(6400), 0).astype(np.float32) for _ in range(2)]
+    parts[1][:7] *= 20  # a few outliers in the second batch: ORT widens its histogram, atcpy sees them up front
+    ort = HistogramCollector("percentile", True, 2048, 128, 99.9, "same")
+    with contextlib.redirect_stdout(io.StringIO()):
+        for b in parts:
+            ort.collect({"t": [b]})
+        theirs = float(ort.compute_collection_result()["t"][1])
+    h = Histogram(float(max(b.max() for b in parts)))
+    for b in parts:
+        h.add(b)
+    ours = percentile_amax(h, 99.9)
+    assert abs(ours - theirs) <= float(parts[0].max()) / 2048 + h.hi / len(h.counts)
