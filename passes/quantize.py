@@ -251,12 +251,19 @@ def fuse_requantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
     if any(u.kind != "quant.quantize" or u.attrs["scale"] != s or np.ndim(s) for u in users):
         return False
     new = graph.add_op(p.kind, list(p.operands), {**p.attrs, "out": "i8", "y_scale": float(s)}, before=p)
-    name = p.result.name
-    for u in users:
-        graph.replace_op(u, [new.result])
-    graph.erase(p)
-    rename(graph, new.result, name)
-    ctx.count("quantization", "requantize_fused")
+    return _take_over(graph, users, new.result, p, ctx, "requantize_fused")
+
+
+def _take_over(graph: Graph, replaced: list[Op], new: Value, dead: Op, ctx: PassContext, counter: str,
+               name: str | None = None) -> bool:
+    """`new` replaces the results of `replaced`, `dead` goes, and `new` keeps
+    `name` (default: `dead`'s result name) so dumps stay readable."""
+    name = dead.result.name if name is None else name
+    for u in replaced:
+        graph.replace_op(u, [new])
+    graph.erase(dead)
+    rename(graph, new, name)
+    ctx.count("quantization", counter)
     return True
 
 
@@ -281,12 +288,7 @@ def hoist_quantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
     # result type given, not inferred: a Reshape to [-1, k] of a symbolic shape cannot be re-inferred
     nm = graph.add_op(mover.kind, [nq.result, *mover.operands[1:]], dict(mover.attrs), before=mover,
                       result_types=[mv.type.with_dtype(DType.i8)])
-    name = q.result.name
-    graph.replace_op(q, [nm.result])
-    graph.erase(mover)
-    rename(graph, nm.result, name)
-    ctx.count("quantization", "quantize_hoisted")
-    return True
+    return _take_over(graph, [q], nm.result, mover, ctx, "quantize_hoisted", name=q.result.name)
 
 
 def fold_dequantize(graph: Graph, q: Op, ctx: PassContext) -> bool:

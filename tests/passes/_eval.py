@@ -12,10 +12,11 @@ import numpy as np
 from ir.core import Graph, Op
 from passes._onnx_eval import evaluate_op
 
-__all__ = ["run_graph"]
+__all__ = ["eval_fused", "run_graph"]
 
 
-def _fused(op: Op, xs: list) -> list[np.ndarray]:
+def eval_fused(op: Op, xs: list) -> list[np.ndarray]:
+    """A fused.* op in NumPy (its Conv core through `onnx.reference`)."""
     if op.kind == "fused.conv":
         core = Op("Conv", [], [op.result.type], {k: v for k, v in op.attrs.items() if k != "act"})
         core.operands = list(op.operands)  # evaluate_op reads only operand count/attrs, no use links needed
@@ -36,7 +37,7 @@ def _reference(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if op.kind == "const":
             ys = [op.attrs["value"]]
         elif op.namespace == "fused":
-            ys = _fused(op, xs)
+            ys = eval_fused(op, xs)
         else:
             ys = evaluate_op(op, xs)
         for r, y in zip(op.results, ys):

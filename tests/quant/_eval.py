@@ -8,25 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from ir.core import Graph, Op
+from ir.core import Graph
 from passes._onnx_eval import evaluate_op
 from runtime.kernels.quant import KERNELS
+from tests.passes._eval import eval_fused
 
 __all__ = ["eval_runner", "run_graph"]
-
-
-def _fused(op: Op, xs: list[Any]) -> list[np.ndarray]:
-    if op.kind == "fused.conv":
-        core = Op("Conv", op.operands, [op.result.type], {k: v for k, v in op.attrs.items() if k != "act"})
-        y = evaluate_op(core, xs)[0]
-        core.drop_operands()
-        act = op.attrs.get("act", "none")
-    else:
-        y = xs[0] @ xs[1]
-        if op.kind != "fused.matmul_relu":
-            y = y + xs[2]
-        act = "relu" if op.kind.endswith("relu") else "none"
-    return [np.maximum(y, 0) if act == "relu" else y]
 
 
 def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> dict[str, np.ndarray]:
@@ -40,7 +27,7 @@ def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> 
             attrs = {k: v for k, v in op.attrs.items()}
             ys = KERNELS[op.kind](xs, attrs, None)
         elif op.namespace == "fused":
-            ys = _fused(op, xs)
+            ys = eval_fused(op, xs)
         else:
             ys = evaluate_op(op, xs)
         for r, y in zip(op.results, ys):
