@@ -12,16 +12,23 @@ samples), plus the cosine of each INT8 model's outputs to the FP32 outputs.
 
 Two protocols, both printed: the single split (500 held-out samples; one sample
 is 0.2 points, so a tie is often decided by one digit) and repeated k-fold
-(default 5 folds x 3 shuffles) where each of the 1797 samples is held out once
-a repeat, each fold with its own trained models and calibration samples, shared
-by atcpy and onnxruntime.  "flips" counts test samples whose INT8 prediction
-differs from the same engine's FP32 prediction.
+(default 5 folds x 10 shuffles, 17970 held-out predictions, about 2 minutes)
+where each of the 1797 samples is held out once a repeat, each fold with its
+own trained models and calibration samples, shared by atcpy and onnxruntime.
+"flips" counts test samples whose INT8 prediction differs from the same
+engine's FP32 prediction.  (Until 2026-11 the default was 5 x 3 repeats: there
+a CNN gap of 2 samples in 5391 decided the verdict.)
 
-Beside each atcpy-vs-ORT verdict, a paired test on the same test samples: "a+"
+Beside each atcpy-vs-ORT verdict, paired tests on the same test samples: "a+"
 counts samples atcpy gets right and ORT wrong, "o+" the reverse, and "p" is the
 exact two-sided McNemar test on those discordant pairs (a binomial test of
 a+ against n = a+ + o+ at 1/2): the chance of a split at least that uneven if
-neither engine were more accurate.  A top-1 gap with p near 1 is noise.
+neither engine were more accurate.  A top-1 gap with p near 1 is noise.  The
+second "p" is the same test on fidelity: samples where one engine's INT8
+prediction is its FP32 prediction and the other's is not.  The verdict
+(`verdict`) is "yes" when atcpy's top-1 and cosine are both at least ORT's,
+"tie" when its top-1 is lower by a gap the top-1 test cannot tell from noise
+while its cosine is at least ORT's and it flips no more, and "NO" otherwise.
 
 onnxruntime's calibrators as configured here (its ``create_calibrator``
 defaults): percentile is a 2048-bin histogram of ``|x|`` (zeros counted, the
@@ -33,7 +40,7 @@ outward): here its tables equal its ``max`` rows digit for digit.  atcpy's
 entropy is TensorRT's search (2048 bins, thresholds from 128 bins up), which
 does clip.
 
-    python bench/int8_accuracy.py [--calib 200] [--folds 5] [--repeats 3] [--json out.json]
+    python bench/int8_accuracy.py [--calib 200] [--folds 5] [--repeats 10] [--json out.json]
                                   [--quantize "gptq=false"]
 
 ``--quantize`` passes options to atcpy's quantize pass (``quantize{...}`` in the
@@ -125,6 +132,27 @@ def mcnemar_p(wins: int, losses: int) -> float:
         return 1.0
     tail = sum(math.comb(n, k) for k in range(min(wins, losses) + 1))
     return min(1.0, 2 * tail / 2**n)
+
+
+NOISE_P = 0.05  # a top-1 gap with a McNemar p at or above this is not evidence of a difference
+
+
+def verdict(row: dict[str, Any], ort: dict[str, Any]) -> str:
+    """atcpy's INT8 row against ORT's for the same method: "yes" when its top-1
+    and its cosine to FP32 are both at least ORT's; "tie" when its top-1 is below
+    ORT's by a gap the paired test cannot tell from noise (p >= NOISE_P) while it
+    stays at least as close to FP32 (cosine at least ORT's, no more flips); else "NO".
+
+    The "tie" exists because top-1 against the labels is not a quantizer's own
+    accuracy: an INT8 model that reproduced its FP32 model exactly (no flips)
+    would score FP32's top-1, and a noisier quantizer lands above that as often
+    as below, by which borderline samples its errors happen to flip."""
+    closer = row["cosine"] >= ort["cosine"]
+    if row["top1"] >= ort["top1"] and closer:
+        return "yes"
+    if closer and row["flips"] <= ort["flips"] and row["vs_ort_p"] >= NOISE_P:
+        return "tie"
+    return "NO"
 
 
 def _batched(run, x: np.ndarray) -> np.ndarray:
@@ -235,8 +263,12 @@ def summarise(name: str, outs: Outputs, y: np.ndarray, facts: dict[Any, Any]) ->
             continue
         ra, ro = a.argmax(1) == y, o.argmax(1) == y
         wins, losses = int((ra & ~ro).sum()), int((~ra & ro).sum())
+        # the same test on fidelity: samples one engine predicts as its own FP32 model does and the other not
+        fa = a.argmax(1) == outs["atcpy", "fp32"].argmax(1)
+        fo = o.argmax(1) == outs["onnxruntime", "fp32"].argmax(1)
         row = next(r for r in rows if r["engine"] == "atcpy" and r["mode"] == f"int8 {m}")
-        row.update(vs_ort_wins=wins, vs_ort_losses=losses, vs_ort_p=mcnemar_p(wins, losses))
+        row.update(vs_ort_wins=wins, vs_ort_losses=losses, vs_ort_p=mcnemar_p(wins, losses),
+                   vs_ort_flips_p=mcnemar_p(int((fa & ~fo).sum()), int((~fa & fo).sum())))
     return rows
 
 
@@ -314,8 +346,8 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
               f"{r['flips']:6d} {wb}{cs}")
     # FP32's top-1 beside the verdict: an INT8 model equal to its FP32 model scores exactly that,
     # so a method whose ORT top-1 is above it is only matched by INT8 flips that happen to be right
-    print(f"{'model':6} {'method':11} {'atcpy top-1':>11} {'ORT top-1':>9} {'FP32 top-1':>10} {'atcpy cos':>9} "
-          f"{'ORT cos':>9}  atcpy >= ORT  {'a+':>3} {'o+':>3} {'McNemar p':>9}")
+    print(f"{'model':6} {'method':11} {'atcpy top-1':>11} {'ORT top-1':>9} {'FP32 top-1':>10} {'a+':>3} {'o+':>3} "
+          f"{'p':>5}  {'atcpy cos':>9} {'ORT cos':>9} {'flips a/o':>9} {'p':>5}  atcpy >= ORT")
     for name in dict.fromkeys(r["model"] for r in rows):
         fp = next((r for r in rows if r["model"] == name and r["engine"] == "atcpy" and r["mode"] == "fp32"), {})
         for m in METHODS:
@@ -323,10 +355,11 @@ def print_table(title: str, rows: list[dict[str, Any]]) -> None:
                     for e in ("atcpy", "onnxruntime"))
             if "top1" not in a or "top1" not in o:
                 continue
-            ok = a["top1"] >= o["top1"] and a["cosine"] >= o["cosine"]
+            a["vs_ort"] = verdict(a, o)
+            flips = f"{a['flips']}/{o['flips']}"
             print(f"{name:6} {m:11} {100 * a['top1']:10.2f}% {100 * o['top1']:8.2f}% {100 * fp.get('top1', 0):9.2f}% "
-                  f"{a['cosine']:9.6f} {o['cosine']:9.6f}  {'yes' if ok else 'NO':12} {a['vs_ort_wins']:3d} "
-                  f"{a['vs_ort_losses']:3d} {a['vs_ort_p']:9.3f}")
+                  f"{a['vs_ort_wins']:3d} {a['vs_ort_losses']:3d} {a['vs_ort_p']:5.3f}  {a['cosine']:9.6f} "
+                  f"{o['cosine']:9.6f} {flips:>9} {a['vs_ort_flips_p']:5.3f}  {a['vs_ort']}")
     print()
 
 
@@ -334,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--calib", type=int, default=200, help="calibration samples (from the training split)")
     ap.add_argument("--folds", type=int, default=5, help="also evaluate with k-fold over all samples (0: skip)")
-    ap.add_argument("--repeats", type=int, default=3, help="k-fold repeats (shuffle seeds 0 .. repeats-1)")
+    ap.add_argument("--repeats", type=int, default=10, help="k-fold repeats (shuffle seeds 0 .. repeats-1)")
     ap.add_argument("--json", default=None, help="also write the rows as JSON here")
     ap.add_argument("--quantize", default="", help="options for atcpy's quantize pass, e.g. 'gptq=false'")
     args = ap.parse_args(argv)
