@@ -4,6 +4,16 @@
     report["outputs"]["probabilities"]   # {"cosine": 0.9999, "mse": 1e-6, "max_abs_error": 0.003}
     report["layers"][0]                  # the worst layer: {"name": "h", "snr_db": 31.2, "cosine": 0.9996}
 
+The samples are held back from calibration: of the S calibration samples a
+seeded random fifth (`hold_back`; a whole number of the model's static batches,
+at most `MAX_SAMPLES`) is set aside, the INT8 model is calibrated on the rest,
+and both models are compared on the held-back ones — samples the quantizer
+never saw, as a user's real inputs will be.  The shipped ``.om`` is calibrated
+on all S (as cross-validation reports a held-out estimate and ships the model
+fitted on everything).  With too few samples to split (S no more than one
+static batch) the report says ``"held_back": 0`` and compares on the
+calibration samples themselves.
+
 Both models are compiled from the same graph: the float one is the pipeline
 without ``quantize``; the quantized one keeps each integer Cube op's result
 under the float op's name, so layers pair up by name.  The output of every
@@ -16,15 +26,33 @@ whose quantized result is int8 (requantize fused) are dequantized with their
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["accuracy_report", "build_accuracy_report", "output_metrics", "snr_db", "write_accuracy_report"]
+__all__ = ["accuracy_report", "build_accuracy_report", "hold_back", "output_metrics", "snr_db",
+           "write_accuracy_report"]
 
 MAX_SAMPLES = 256
+HOLD_BACK = 0.2  # the fraction of the calibration samples the report evaluates on
+
+
+def hold_back(n: int, unit: int = 1, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (calibrate, evaluate) splitting `n` samples: ``ceil(HOLD_BACK * n)``
+    rounded to a multiple of `unit` (the static batch; at least one, at most
+    `MAX_SAMPLES`), drawn by a seeded permutation (calibration files are often
+    sorted, by class or by time); the rest calibrate.  When that would leave
+    nothing to calibrate on, nothing is held back: (all, all)."""
+    want = max(unit, round(math.ceil(HOLD_BACK * n) / unit) * unit)
+    held = min(want, max(unit, MAX_SAMPLES // unit * unit))
+    if n - held < 1:
+        every = np.arange(n)
+        return every, every
+    perm = np.random.default_rng(seed).permutation(n)
+    return np.sort(perm[held:]), np.sort(perm[:held])
 
 
 def snr_db(ref: np.ndarray, got: np.ndarray) -> float:
@@ -130,7 +158,8 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
                           ) -> dict[str, Any]:
     """Compile `model` in float and INT8 (``options``: `CompileOptions` or a dict of
     its fields; ``calibration_data`` is required) and compare them on `samples`
-    (default: up to `MAX_SAMPLES` of the calibration data)."""
+    (default: the calibration samples `hold_back` sets aside, the INT8 model
+    calibrated on the others; given `samples`, it is calibrated on all)."""
     from codegen import build_executable
     from compiler.calibration import calibrate_for_compile, load_calibration_data
     from compiler.driver import lower_to_ir
@@ -153,7 +182,16 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     post = [i for i, n in zip(items[cut + 1 :], names[cut + 1 :]) if n != "assign-buffers"]
     ctx = PassContext(soc=soc, options={"precision_mode": "allow_quantize", "keep_dtype": opts.keep_dtype,
                                         **(opts.extra or {})})
-    calibrate_for_compile(g, model, opts, ctx)
+    given = samples is not None
+    data = load_calibration_data(opts.calibration_data, g.inputs)
+    n = next(iter(data.values())).shape[0]
+    if given:
+        calib_idx = held_idx = np.arange(n)
+    else:
+        static = [v.type.shape[0] for v in g.inputs if v.type.rank and isinstance(v.type.shape[0], int)]
+        calib_idx, held_idx = hold_back(n, int(static[0]) if static else 1)
+        samples = {k: v[held_idx] for k, v in data.items()}
+    calibrate_for_compile(g, model, opts, ctx, {k: v[calib_idx] for k, v in data.items()})
     if pre:
         run_pipeline(g, ",".join(pre), ctx)
     fg = g.clone()
@@ -175,13 +213,12 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     for op in layers:
         if op.attrs.get("out", "f32") == "f32":
             scales.setdefault(op.result.name, 1.0)
-    if samples is None:
-        samples = load_calibration_data(opts.calibration_data, g.inputs)
-        samples = {k: v[:MAX_SAMPLES] for k, v in samples.items()}
     rep = accuracy_report(build_executable(fg, soc_version=opts.soc_version),
                           build_executable(g, soc_version=opts.soc_version), samples,
                           outputs=model_outputs, scales=scales, equalized=ctx.options.get("equalized"))
     rep["calibration"] = opts.calibration_method
+    rep["calibration_samples"] = len(calib_idx)
+    rep["held_back"] = 0 if given or len(held_idx) == n else len(held_idx)
     rep["quantized_layers"] = len(layers)
     return rep
 
@@ -189,6 +226,8 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
 def write_accuracy_report(model: Any, exe: Any, opts: Any, path: str | Path) -> dict[str, Any]:
     """``--accuracy_report=FILE``: the report as JSON (`exe`, the compiled INT8
     executable, is not needed: both models are rebuilt with layer outputs)."""
+    from runtime.om import write_atomic
+
     rep = build_accuracy_report(model, opts)
-    Path(path).write_text(json.dumps(rep, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    write_atomic(Path(path), (json.dumps(rep, indent=2, sort_keys=True, allow_nan=True) + "\n").encode())
     return rep

@@ -419,16 +419,19 @@ def fingerprint(graph: Graph, data: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any) -> None:
+def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any,
+                          data: Mapping[str, np.ndarray] | None = None) -> None:
     """Driver hook for ``--precision_mode=allow_quantize``: load and check
     ``--calibration_data`` now (errors before any pass runs) and hand the quantize
-    pass a calibrator it runs on its own input graph."""
+    pass a calibrator it runs on its own input graph.  `data`, when given, are
+    the samples to calibrate on instead (the accuracy report's calibration split)."""
     if not opts.calibration_data:
         raise UsageError("--precision_mode=allow_quantize needs --calibration_data=FILE.npz|DIR "
                          "(sample inputs to measure activation ranges on)")
     if opts.calibration_method not in METHODS:
         raise UsageError(f"unknown --calibration_method={opts.calibration_method}; choose {', '.join(METHODS)}")
-    data = load_calibration_data(opts.calibration_data, graph.inputs)
+    if data is None:
+        data = load_calibration_data(opts.calibration_data, graph.inputs)
     samples = next(iter(data.values())).shape[0]
     extra = getattr(opts, "extra", {}) or {}
     batch_size = int(extra.get("calibration_batch_size", DEFAULT_BATCH))

@@ -140,21 +140,59 @@ def test_accuracy_report_ranks_layers(mlp_onnx, calib_npz, tmp_path) -> None:
     assert len(snrs) == 3 and snrs == sorted(snrs) and min(snrs) > 20
 
 
-def test_accuracy_report_reuses_the_compile_calibration(mlp_onnx, calib_npz, tmp_path, monkeypatch) -> None:
-    """--accuracy_report rebuilds the same graph from the same samples: the ranges
-    measured by the compile are reused, not measured again; another method is not."""
+def test_accuracy_report_calibrates_without_the_samples_it_evaluates_on(mlp_onnx, calib_npz, tmp_path,
+                                                                       monkeypatch) -> None:
+    """The report's INT8 model is calibrated on the calibration samples minus the
+    held-back ones (a whole static batch of 100 of the 300 here), and compared on those."""
     import compiler.calibration as cal
 
-    calls = []
+    seen = []
     real = cal.calibrate
     monkeypatch.setattr(cal, "_LAST", {})  # whatever earlier tests compiled
-    monkeypatch.setattr(cal, "calibrate", lambda *a, **k: calls.append(a[2]) or real(*a, **k))
+    monkeypatch.setattr(cal, "calibrate", lambda g, data, *a, **k: seen.append(data["X"]) or real(g, data, *a, **k))
     opts = {"calibration_data": str(calib_npz), "input_shapes": {"X": [BATCH, 64]}, "calibration_method": "entropy"}
-    exe = _compile(mlp_onnx, calib_npz, calibration_method="entropy")
-    cal.write_accuracy_report(str(mlp_onnx), exe, opts, tmp_path / "acc.json")
-    assert calls == ["entropy"]
-    _compile(mlp_onnx, calib_npz, calibration_method="max")
-    assert calls == ["entropy", "max"]
+    rep = cal.write_accuracy_report(str(mlp_onnx), None, opts, tmp_path / "acc.json")
+    assert (rep["calibration_samples"], rep["held_back"], rep["samples"]) == (200, 100, 100)
+    everything = np.load(calib_npz)["X"]
+    assert len(seen) == 1 and len(seen[0]) == 200
+    used = {r.tobytes() for r in seen[0]}
+    held = [r for r in everything if r.tobytes() not in used]
+    assert len(held) == 100  # the other 100 never reached the calibrator
+
+
+def test_held_back_samples_are_unseen_by_calibration(mlp_onnx, digits, tmp_path) -> None:
+    """Scale the samples `hold_back` sets aside by 8: with ``max`` calibration on
+    the others they saturate, and the report shows it; unscaled, it does not."""
+    from compiler.accuracy import build_accuracy_report, hold_back
+
+    x = digits[0][:300].copy()
+    _, held = hold_back(len(x), BATCH)
+
+    def cosine(arr: np.ndarray) -> float:
+        np.savez(tmp_path / "c.npz", X=arr)
+        rep = build_accuracy_report(str(mlp_onnx), {"calibration_data": str(tmp_path / "c.npz"),
+                                                    "input_shapes": {"X": [BATCH, 64]}, "calibration_method": "max",
+                                                    "extra": {"progress": False}})
+        return min(layer["cosine"] for layer in rep["layers"])
+
+    plain = cosine(x)
+    x[held] *= 8
+    assert plain > 0.999 and cosine(x) < 0.99
+
+
+@pytest.mark.parametrize(("n", "unit", "held"), [(300, 100, 100), (64, 1, 13), (5, 1, 1), (1, 1, 0), (100, 100, 0),
+                                                 (10_000, 1, 256), (10_000, 100, 200), (150, 100, 100)])
+def test_hold_back_sizes(n: int, unit: int, held: int) -> None:
+    from compiler.accuracy import hold_back
+
+    calib, ev = hold_back(n, unit)
+    if held == 0:  # too few to split: compared on the calibration samples themselves
+        assert np.array_equal(calib, np.arange(n)) and np.array_equal(ev, calib)
+        return
+    assert len(ev) == held and len(ev) % unit == 0
+    assert not set(calib) & set(ev) and sorted([*calib, *ev]) == list(range(n))
+    again, ev2 = hold_back(n, unit)
+    assert np.array_equal(ev, ev2) and np.array_equal(calib, again)  # seeded: the same split every run
 
 
 def test_accuracy_report_runs_the_quantize_pass_with_its_options(mlp_onnx, calib_npz) -> None:
