@@ -394,8 +394,9 @@ def calibrate(
 
 
 # --- compile integration ----------------------------------------------------------------------
-# the last compile's calibration, so ``--accuracy_report`` (which rebuilds the same
-# graph from the same samples) does not calibrate a second time
+# the last compile's calibration, reused by a compile of the same graph from the same
+# samples in this process (``--accuracy_report`` when it has too few samples to hold any
+# back; otherwise it calibrates on fewer samples, so again)
 _LAST: dict[tuple, CalibrationResult] = {}
 
 
@@ -439,7 +440,7 @@ def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any,
     def calibrator(g: Graph, pctx: Any) -> CalibrationResult:
         key = (fingerprint(g, data), opts.calibration_method, opts.calibration_percentile, batch_size,
                repr(opts.keep_dtype))
-        # the same graph and samples as the last compile (an --accuracy_report after it): reuse
+        # the same graph and samples as the last compile (a report with too few samples to hold any back): reuse
         res = _LAST.get(key)
         if res is None:
             res = calibrate(g, data, opts.calibration_method, opts.calibration_percentile, batch_size=batch_size,
