@@ -183,6 +183,8 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     ctx = PassContext(soc=soc, options={"precision_mode": "allow_quantize", "keep_dtype": opts.keep_dtype,
                                         **(opts.extra or {})})
     given = samples is not None
+    if not opts.calibration_data:
+        calibrate_for_compile(g, model, opts, ctx)  # raises its usage error
     data = load_calibration_data(opts.calibration_data, g.inputs)
     n = next(iter(data.values())).shape[0]
     if given:
