@@ -161,7 +161,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     (default: the calibration samples `hold_back` sets aside, the INT8 model
     calibrated on the others; given `samples`, it is calibrated on all)."""
     from codegen import build_executable
-    from compiler.calibration import calibrate_for_compile, load_calibration_data
+    from compiler.calibration import calibrate_for_compile, load_calibration_data, static_batch
     from compiler.driver import lower_to_ir
     from compiler.pipeline import default_pipeline, run_pipeline
     from compiler.soc import load_soc
@@ -190,8 +190,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     if given:
         calib_idx = held_idx = np.arange(n)
     else:
-        static = [v.type.shape[0] for v in g.inputs if v.type.rank and isinstance(v.type.shape[0], int)]
-        calib_idx, held_idx = hold_back(n, int(static[0]) if static else 1)
+        calib_idx, held_idx = hold_back(n, static_batch(g.inputs) or 1)
         samples = {k: v[held_idx] for k, v in data.items()}
     calibrate_for_compile(g, model, opts, ctx, {k: v[calib_idx] for k, v in data.items()})
     if pre:

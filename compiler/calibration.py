@@ -58,6 +58,7 @@ __all__ = [
     "float_runner",
     "load_calibration_data",
     "percentile_amax",
+    "static_batch",
     "write_accuracy_report",
 ]
 
@@ -171,12 +172,18 @@ def load_calibration_data(path: str | Path, inputs: Sequence[Value]) -> dict[str
     return out
 
 
+def static_batch(inputs: Sequence[Value]) -> int | None:
+    """The batch dimension the model's inputs fix, or None when it is symbolic."""
+    static = [v.type.shape[0] for v in inputs if v.type.rank and isinstance(v.type.shape[0], int)]
+    return int(static[0]) if static else None
+
+
 def batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
     """Feeds of the batch size the model takes: its static batch dimension when it
     has one (the tail is padded by wrapping round), else `batch_size`."""
     n = next(iter(data.values())).shape[0]
-    static = [v.type.shape[0] for v in inputs if v.type.rank and isinstance(v.type.shape[0], int)]
-    b = int(static[0]) if static else batch_size
+    static = static_batch(inputs)
+    b = static or batch_size
     out = []
     for s in range(0, n, b):
         idx = np.arange(s, min(s + b, n))

@@ -7,12 +7,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 import numpy as np
 
 from ir.core import Graph, Op
 from passes._onnx_eval import evaluate_op
 
-__all__ = ["eval_fused", "run_graph"]
+__all__ = ["eval_fused", "interpret", "run_graph"]
 
 
 def eval_fused(op: Op, xs: list) -> list[np.ndarray]:
@@ -30,18 +32,29 @@ def eval_fused(op: Op, xs: list) -> list[np.ndarray]:
     return [np.maximum(y, 0).astype(y.dtype) if act == "relu" else y]
 
 
-def _reference(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def interpret(g: Graph, feeds: dict[str, np.ndarray], kernels: Mapping[str, Callable] | None = None,
+              ) -> dict[int, np.ndarray]:
+    """Every value of `g` (by ``id``) for `feeds`, op by op: constants, then a
+    kind in `kernels` (``fn(inputs, attrs, None) -> results``, runtime kernel
+    style), fused ops in NumPy, the rest through `onnx.reference`."""
     env: dict[int, np.ndarray] = {id(v): np.asarray(feeds[v.name]) for v in g.inputs}
     for op in g.ops:
         xs = [None if v is None else env[id(v)] for v in op.operands]
         if op.kind == "const":
             ys = [op.attrs["value"]]
+        elif kernels is not None and op.kind in kernels:
+            ys = kernels[op.kind](xs, dict(op.attrs), None)
         elif op.namespace == "fused":
             ys = eval_fused(op, xs)
         else:
             ys = evaluate_op(op, xs)
         for r, y in zip(op.results, ys):
             env[id(r)] = np.asarray(y)
+    return env
+
+
+def _reference(g: Graph, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    env = interpret(g, feeds)
     return [env[id(v)] for v in g.outputs]
 
 

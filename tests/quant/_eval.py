@@ -9,30 +9,15 @@ from typing import Any
 import numpy as np
 
 from ir.core import Graph
-from passes._onnx_eval import evaluate_op
 from runtime.kernels.quant import KERNELS
-from tests.passes._eval import eval_fused
+from tests.passes._eval import interpret
 
 __all__ = ["eval_runner", "run_graph"]
 
 
 def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> dict[str, np.ndarray]:
-    env: dict[int, Any] = {id(v): feeds[v.name] for v in g.inputs}
-    named: dict[str, np.ndarray] = {}
-    for op in g.ops:
-        xs = [None if v is None else env[id(v)] for v in op.operands]
-        if op.kind == "const":
-            ys = [op.attrs["value"]]
-        elif op.kind in KERNELS:
-            attrs = {k: v for k, v in op.attrs.items()}
-            ys = KERNELS[op.kind](xs, attrs, None)
-        elif op.namespace == "fused":
-            ys = eval_fused(op, xs)
-        else:
-            ys = evaluate_op(op, xs)
-        for r, y in zip(op.results, ys):
-            env[id(r)] = np.asarray(y)
-            named[r.name] = env[id(r)]
+    env = interpret(g, feeds, KERNELS)
+    named = {r.name: env[id(r)] for op in g.ops for r in op.results}
     out = {v.name: env[id(v)] for v in g.outputs}
     out.update({n: named[n] for n in extra})
     return out

@@ -208,3 +208,10 @@ def test_accuracy_report_runs_the_quantize_pass_with_its_options(mlp_onnx, calib
     on, off = snrs("quantize{gptq=false}"), snrs("quantize{gptq=false, bias_correction=false}")
     assert on != off  # the option reached the pass
     assert sum(on) > sum(off)  # and bias correction helps on the samples it was measured on
+
+
+def test_accuracy_report_without_calibration_data_is_a_usage_error(mlp_onnx) -> None:
+    from compiler.accuracy import build_accuracy_report
+
+    with pytest.raises(UsageError, match="needs --calibration_data"):
+        build_accuracy_report(str(mlp_onnx), {"input_shapes": {"X": [BATCH, 64]}})
