@@ -38,7 +38,7 @@ def light_models() -> list[Path]:
 
 def plan_model(path: Path, pipeline: str, soc: str = "Ascend310P3") -> dict:
     from compiler.pipeline import run_pipeline
-    from compiler.soc import load_soc
+    from passes.target.soc import load_soc
 
     g = import_onnx(path)
     run_pipeline(g, pipeline, PassContext(soc=load_soc(soc)))

@@ -5,7 +5,7 @@
     exe.save("out/model.om")
 """
 
-from compiler.errors import AtcError, InternalError, MemoryBudgetError, UnsupportedModelError, UsageError
+from ir.errors import AtcError, InternalError, MemoryBudgetError, UnsupportedModelError, UsageError
 
 
 def compile_model(model, soc_version: str = "Ascend310P3", **options):

@@ -164,7 +164,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     from compiler.calibration import calibrate_for_compile, load_calibration_data, static_batch
     from compiler.driver import lower_to_ir
     from compiler.pipeline import default_pipeline, run_pipeline
-    from compiler.soc import load_soc
+    from passes.target.soc import load_soc
     from passes.base import PassContext
     from passes.manager import split_pipeline
 

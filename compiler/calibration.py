@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import UsageError
+from ir.errors import UsageError
 from ir.core import Graph, Value
 from ir.types import TensorType
 

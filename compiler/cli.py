@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from compiler.errors import AtcError, UsageError
+from ir.errors import AtcError, UsageError
 from runtime.om import write_atomic
 
 __all__ = ["build_parser", "main"]
@@ -212,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, format="[%(levelname)s] %(message)s", stream=sys.stderr)
         logging.getLogger("atcpy").setLevel(level)
         if args.soc_version is not None and args.mode in (0, 3):
-            from compiler.soc import load_soc
+            from passes.target.soc import load_soc
 
             load_soc(args.soc_version)  # an unknown SoC fails before anything else
         if args.mode in (0, 3):

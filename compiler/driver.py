@@ -17,7 +17,7 @@ from typing import Any
 
 import onnx
 
-from compiler.errors import AtcError, InternalError, UsageError
+from ir.errors import AtcError, InternalError, UsageError
 from ir.core import Graph
 
 __all__ = ["PRECISION_MODES", "Compilation", "CompileOptions", "compile_model", "lower_to_ir"]
@@ -142,7 +142,7 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
     """
     from codegen import build_executable
     from compiler.report import build_report
-    from compiler.soc import load_soc
+    from passes.target.soc import load_soc
 
     unknown = set(options) - set(CompileOptions.__dataclass_fields__)
     if unknown:
@@ -164,7 +164,7 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
     except AtcError:
         raise
     except MemoryError as e:
-        from compiler.errors import MemoryBudgetError
+        from ir.errors import MemoryBudgetError
 
         raise MemoryBudgetError(f"the host ran out of memory while compiling: {e}") from e
     except Exception as e:

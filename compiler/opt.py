@@ -29,7 +29,7 @@ def _load_soc(name: str | None) -> Any:
     if not name:
         return None
     try:
-        from compiler.soc import load_soc
+        from passes.target.soc import load_soc
     except ImportError:
         return None
     return load_soc(name)

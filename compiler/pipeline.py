@@ -42,7 +42,7 @@ PRECISION_MODES = tuple(DEFAULT_PIPELINES)
 def default_pipeline(precision_mode: str = "force_fp32") -> str:
     """The default pipeline for `precision_mode`, keeping only registered passes
     (passes still being written are left out with a log line)."""
-    from compiler.errors import UsageError
+    from ir.errors import UsageError
 
     if precision_mode not in DEFAULT_PIPELINES:
         raise UsageError(f"unknown --precision_mode {precision_mode!r}; supported: {', '.join(PRECISION_MODES)}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from compiler.errors import AtcError, MemoryBudgetError, UsageError
+from ir.errors import AtcError, MemoryBudgetError, UsageError
 
 __all__ = ["precheck"]
 
@@ -18,7 +18,7 @@ __all__ = ["precheck"]
 def precheck(model: Any, soc_version: str, **options: Any) -> tuple[list[str], dict | None]:
     from compiler.driver import Compilation, CompileOptions, lower_to_ir, run_passes
     from compiler.report import build_report
-    from compiler.soc import load_soc
+    from passes.target.soc import load_soc
 
     opts = CompileOptions(soc_version=soc_version, **options)
     opts.check()

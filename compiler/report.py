@@ -43,7 +43,7 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
     latency = None
     per_op: list[dict] = []
     try:
-        from compiler.cost import estimate
+        from passes.target.cost import estimate
 
         est = estimate(g, comp.soc)
         latency = round(float(est["total_ms"]), 6)

@@ -65,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from compiler.errors import MemoryBudgetError
+from ir.errors import MemoryBudgetError
 from ir.core import Graph, Op, Value
 from ir.registry import ELEMENTWISE, VIEW, lookup
 from ir.types import DType

@@ -36,7 +36,7 @@ class PassContext:
     """What a pass may read besides the graph: the SoC, options, and where to
     put statistics (`stats[section][key]`, read into the compile report)."""
 
-    soc: Any = None  # compiler.soc.Soc
+    soc: Any = None  # passes.target.soc.Soc
     options: dict[str, Any] = field(default_factory=dict)
     stats: dict[str, Counter] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from compiler.errors import AtcError, InternalError, UsageError
+from ir.errors import AtcError, InternalError, UsageError
 from ir.core import Graph
 from ir.parser import parse
 from ir.printer import print_graph

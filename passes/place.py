@@ -32,8 +32,8 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compiler.cost import ENGINES, cube_dtype, gemm_dims, op_seconds
-from compiler.soc import Soc, load_soc
+from passes.target.cost import ENGINES, cube_dtype, gemm_dims, op_seconds
+from passes.target.soc import Soc, load_soc
 from ir.core import Graph, Op
 from ir.registry import CUBE, SHAPE_FROM_DATA, VIEW, lookup
 from ir.types import DType

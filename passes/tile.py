@@ -24,7 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from compiler.cost import gemm_dims
+from passes.target.cost import gemm_dims
 from ir.core import Graph
 from passes.base import Pass, PassContext, PassError, register
 

@@ -1,4 +1,4 @@
-"""Errors the runtime reports (exit codes continue compiler.errors')."""
+"""Errors the runtime reports (exit codes continue ir.errors')."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ run are reported all at once as one `UnsupportedModelError`.
 
 from __future__ import annotations
 
-from compiler.errors import UnsupportedModelError, UsageError
+from ir.errors import UnsupportedModelError, UsageError
 from compiler.frontend.coverage import coverage, precheck
 from compiler.frontend.importer import Importer
 from compiler.frontend.onnx_model import ModelLike, infer_value_types, load_model, shape_model

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from compiler.errors import InternalError, UnsupportedModelError
+from ir.errors import InternalError, UnsupportedModelError
 from compiler.frontend.normalize import NodeBuild, normalize
 from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProblem, convert_type
 from compiler.frontend.support import kind_of

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from compiler.errors import UnsupportedModelError
+from ir.errors import UnsupportedModelError
 from ir.core import Value
 from ir.types import TensorType
 

@@ -18,7 +18,7 @@ import onnx
 import onnx.inliner
 from google.protobuf.message import DecodeError
 
-from compiler.errors import UnsupportedModelError, UsageError
+from ir.errors import UnsupportedModelError, UsageError
 from ir.types import Dim, DType, TensorType
 
 __all__ = [

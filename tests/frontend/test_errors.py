@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from compiler.errors import UnsupportedModelError, UsageError
+from ir.errors import UnsupportedModelError, UsageError
 from compiler.frontend import import_onnx, precheck
 from tests.frontend.helpers import one_node_model
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from compiler.errors import MemoryBudgetError
+from ir.errors import MemoryBudgetError
 from ir import DType, Graph, TensorType
 from passes import PassContext
 from passes.assign_buffers import AssignBuffers, format_bytes, plan_summary
@@ -75,7 +75,7 @@ def test_the_smaller_budget_is_named() -> None:
 
 
 def test_real_soc_models_fit_a_small_model() -> None:
-    from compiler.soc import load_soc
+    from passes.target.soc import load_soc
 
     soc = load_soc("Ascend310P3")
     assert soc.ddr_bytes >= 1 << 30

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from compiler.driver import compile_model
-from compiler.errors import UsageError
+from ir.errors import UsageError
 from runtime import Session
 
 BATCH = 100

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 import ir
-from compiler.cost import estimate, gemm_dims, op_seconds
-from compiler.soc import load_soc
+from passes.target.cost import estimate, gemm_dims, op_seconds
+from passes.target.soc import load_soc
 from passes import PASSES, PassContext
 
 

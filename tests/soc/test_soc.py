@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from compiler.errors import UsageError
-from compiler.soc import DEFAULT_SOC, SUPPORTED, Soc, iter_facts, load_soc
+from ir.errors import UsageError
+from passes.target.soc import DEFAULT_SOC, SUPPORTED, Soc, iter_facts, load_soc
 
-SOC_DIR = Path(__file__).resolve().parents[2] / "compiler" / "soc"
+SOC_DIR = Path(__file__).resolve().parents[2] / "passes" / "target" / "soc"
 
 
 def test_supported_socs_load():

@@ -1,6 +1,6 @@
 """The SoC cost model: estimated cycles and latency per op and per graph.
 
-Three engines, three formulas (all SoC numbers come from `compiler.soc`):
+Three engines, three formulas (all SoC numbers come from `passes.target.soc`):
 
 - **Cube** — the op as a GEMM ``[M, K] x [K, N]`` (times a batch / group count).
   Compute is the number of Cube instructions: every dim padded to the dtype's
@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from compiler.soc import Soc, load_soc
+from passes.target.soc import Soc, load_soc
 from ir.core import Graph, Op, Value
 from ir.registry import CUBE, VIEW, lookup
 from ir.types import DType, TensorType

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from compiler.errors import UsageError
+from ir.errors import UsageError
 
 __all__ = ["DEFAULT_SOC", "SUPPORTED", "Soc", "iter_facts", "load_soc"]
 
