@@ -98,6 +98,43 @@ def _limit_blas_threads(n: int) -> str:
     return "BLAS threads: " + (", ".join(pools) or "none found")
 
 
+def _bench_model(path: str, args: argparse.Namespace) -> tuple[float, float, float, float, float] | None:
+    """(compile s, atcpy s, onnxruntime s, onnx.reference s, max rel diff) for one model,
+    or None when it does not compile."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from runtime import Session
+
+    t0 = time.perf_counter()
+    try:
+        exe = _compile(path)
+    except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
+        print(f"{Path(path).stem.replace('light_', ''):<18} compile failed: {type(e).__name__}: {str(e)[:80]}")
+        return None
+    compile_s = time.perf_counter() - t0
+    sess = Session(exe.to_bytes())
+    inp = sess.get_inputs()[0]
+    shape = [d if isinstance(d, int) else 1 for d in inp.shape]
+    x = np.random.RandomState(0).random_sample(shape).astype(np.float32)
+    feeds = {inp.name: x}
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.inter_op_num_threads = 1
+    osess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ours = sess.run(None, feeds)[0]
+    theirs = osess.run(None, feeds)[0]
+    rel = float(np.abs(ours.astype(np.float64) - theirs).max() / max(np.abs(theirs).max(), 1e-30))
+    t_atc, t_ort = _median_times_interleaved(
+        [lambda s=sess, f=feeds: s.run(None, f), lambda s=osess, f=feeds: s.run(None, f)], args.repeat)
+    if args.no_reference:
+        t_ref = float("nan")
+    else:
+        ref = ReferenceEvaluator(path)
+        t_ref = _median_time(lambda s=ref, f=feeds: s.run(None, f), args.ref_repeat, budget_s=120)
+    return compile_s, t_atc, t_ort, t_ref, rel
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="", help="comma-separated substrings of model names (default: all)")
@@ -107,11 +144,6 @@ def main(argv: list[str] | None = None) -> int:
                     help="threads for BOTH numpy's BLAS and onnxruntime (default 1, see above)")
     ap.add_argument("--no-reference", action="store_true")
     args = ap.parse_args(argv)
-
-    import onnxruntime as ort
-    from onnx.reference import ReferenceEvaluator
-
-    from runtime import Session
 
     paths = sorted(glob.glob(str(LIGHT / "*.onnx")))
     if args.models:
@@ -125,38 +157,16 @@ def main(argv: list[str] | None = None) -> int:
     print("-" * len(header))
     ratios_ort, ratios_ref = [], []
     for path in paths:
-        name = Path(path).stem.replace("light_", "")
-        t0 = time.perf_counter()
-        try:
-            exe = _compile(path)
-        except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
-            print(f"{name:<18} compile failed: {type(e).__name__}: {str(e)[:80]}")
+        row = _bench_model(path, args)
+        if row is None:
             continue
-        compile_s = time.perf_counter() - t0
-        sess = Session(exe.to_bytes())
-        inp = sess.get_inputs()[0]
-        shape = [d if isinstance(d, int) else 1 for d in inp.shape]
-        x = np.random.RandomState(0).random_sample(shape).astype(np.float32)
-        feeds = {inp.name: x}
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = args.threads
-        so.inter_op_num_threads = 1
-        osess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        ours = sess.run(None, feeds)[0]
-        theirs = osess.run(None, feeds)[0]
-        rel = float(np.abs(ours.astype(np.float64) - theirs).max() / max(np.abs(theirs).max(), 1e-30))
-        t_atc, t_ort = _median_times_interleaved(
-            [lambda s=sess, f=feeds: s.run(None, f), lambda s=osess, f=feeds: s.run(None, f)], args.repeat)
-        if args.no_reference:
-            t_ref = float("nan")
-        else:
-            ref = ReferenceEvaluator(path)
-            t_ref = _median_time(lambda s=ref, f=feeds: s.run(None, f), args.ref_repeat, budget_s=120)
+        compile_s, t_atc, t_ort, t_ref, rel = row
         ratios_ort.append(t_atc / t_ort)
         if not np.isnan(t_ref):
             ratios_ref.append(t_ref / t_atc)
-        print(f"{name:<18} {compile_s:>9.2f} {t_atc * 1e3:>9.2f} {t_ort * 1e3:>8.2f} {t_ref * 1e3:>9.1f} "
-              f"{t_atc / t_ort:>9.2f} {t_ref / t_atc:>9.1f} {rel:>12.2e}", flush=True)
+        print(f"{Path(path).stem.replace('light_', ''):<18} {compile_s:>9.2f} {t_atc * 1e3:>9.2f} "
+              f"{t_ort * 1e3:>8.2f} {t_ref * 1e3:>9.1f} {t_atc / t_ort:>9.2f} {t_ref / t_atc:>9.1f} {rel:>12.2e}",
+              flush=True)
     if ratios_ort:
         print("-" * len(header))
         med_ref = f"{statistics.median(ratios_ref):.1f}x" if ratios_ref else "n/a"

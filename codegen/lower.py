@@ -7,6 +7,8 @@ Every non-``const`` op becomes one step, in graph order::
     {"kernel": "fused.matmul_add_relu", "engine": "cube", "name": "y",
      "inputs": [["a", 0], ["w", "w"], ["w", "b"]], "outputs": [1], "attrs": {...}}
 
+A step whose op draws random numbers carries ``"nondeterministic": true`` (the
+Session folds every other step whose operands are all weights, once, at load).
 Operands are activations (``["a", id]`` into the activation table), weights
 (``["w", name]``) or ``null`` (absent optional operand).  Array attributes
 become weights and are referenced as ``{"$weight": name}``.  Each activation
@@ -26,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from ir.core import Graph, Op, Value
-from ir.registry import lookup
+from ir.registry import lookup, nondeterministic
 from runtime.om import encode_json_value, np_dtype
 
 __all__ = ["TRIVIAL_ALIGN", "LoweringError", "Program", "lower"]
@@ -150,6 +152,8 @@ class _Lowering:
             opset = op.attrs.get("opset", g.attrs.get("opset"))
             if opset is not None:
                 step["opset"] = int(opset)
+            if nondeterministic(op):  # the Session must not run it once at load and reuse the result
+                step["nondeterministic"] = True
             p.steps.append(step)
         # values the planner did not place (or no planner at all): one fresh region each
         arena = arena_end

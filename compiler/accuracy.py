@@ -33,6 +33,18 @@ from typing import Any
 
 import numpy as np
 
+from codegen import build_executable
+from compiler.calibration import check_calibration_options, compile_calibrator
+from compiler.calibration_data import load_calibration_data
+from compiler.driver import CompileOptions, lower_to_ir
+from compiler.pipeline import default_pipeline, run_pipeline
+from passes.base import PassContext
+from passes.calibrator import static_batch
+from passes.manager import split_pipeline
+from passes.target.soc import load_soc
+from runtime import Session
+from runtime.om import write_atomic
+
 __all__ = ["accuracy_report", "build_accuracy_report", "hold_back", "output_metrics", "snr_db",
            "write_accuracy_report"]
 
@@ -84,8 +96,6 @@ def output_metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
 def _session(exe: Any) -> Any:
     if hasattr(exe, "run") and hasattr(exe, "get_outputs"):
         return exe
-    from runtime import Session
-
     return Session(exe)
 
 
@@ -144,9 +154,7 @@ def accuracy_report(float_exe: Any, quant_exe: Any, samples: Mapping[str, np.nda
     return report
 
 
-def _options(opts: Any) -> Any:
-    from compiler.driver import CompileOptions
-
+def _options(opts: Any) -> CompileOptions:
     if isinstance(opts, CompileOptions):
         return opts
     d = dict(opts or {})
@@ -160,14 +168,6 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     its fields; ``calibration_data`` is required) and compare them on `samples`
     (default: the calibration samples `hold_back` sets aside, the INT8 model
     calibrated on the others; given `samples`, it is calibrated on all)."""
-    from codegen import build_executable
-    from compiler.calibration import calibrate_for_compile, load_calibration_data, static_batch
-    from compiler.driver import lower_to_ir
-    from compiler.pipeline import default_pipeline, run_pipeline
-    from passes.target.soc import load_soc
-    from passes.base import PassContext
-    from passes.manager import split_pipeline
-
     opts = _options(options)
     opts.precision_mode = "allow_quantize"
     soc = load_soc(opts.soc_version)
@@ -180,11 +180,8 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     cut = names.index("quantize")
     pre = items[:cut]
     post = [i for i, n in zip(items[cut + 1 :], names[cut + 1 :]) if n != "assign-buffers"]
-    ctx = PassContext(soc=soc, options={"precision_mode": "allow_quantize", "keep_dtype": opts.keep_dtype,
-                                        **(opts.extra or {})})
     given = samples is not None
-    if not opts.calibration_data:
-        calibrate_for_compile(g, model, opts, ctx)  # raises its usage error
+    check_calibration_options(opts)
     data = load_calibration_data(opts.calibration_data, g.inputs)
     n = next(iter(data.values())).shape[0]
     if given:
@@ -192,7 +189,8 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     else:
         calib_idx, held_idx = hold_back(n, static_batch(g.inputs) or 1)
         samples = {k: v[held_idx] for k, v in data.items()}
-    calibrate_for_compile(g, model, opts, ctx, {k: v[calib_idx] for k, v in data.items()})
+    calibrator = compile_calibrator(g, opts, {k: v[calib_idx] for k, v in data.items()})
+    ctx = PassContext(soc=soc, options=opts.pass_options(calibrator=calibrator))
     if pre:
         run_pipeline(g, ",".join(pre), ctx)
     fg = g.clone()
@@ -216,7 +214,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
             scales.setdefault(op.result.name, 1.0)
     rep = accuracy_report(build_executable(fg, soc_version=opts.soc_version),
                           build_executable(g, soc_version=opts.soc_version), samples,
-                          outputs=model_outputs, scales=scales, equalized=ctx.options.get("equalized"))
+                          outputs=model_outputs, scales=scales, equalized=ctx.equalized)
     rep["calibration"] = opts.calibration_method
     rep["calibration_samples"] = len(calib_idx)
     rep["held_back"] = 0 if given or len(held_idx) == n else len(held_idx)
@@ -227,8 +225,6 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
 def write_accuracy_report(model: Any, exe: Any, opts: Any, path: str | Path) -> dict[str, Any]:
     """``--accuracy_report=FILE``: the report as JSON (`exe`, the compiled INT8
     executable, is not needed: both models are rebuilt with layer outputs)."""
-    from runtime.om import write_atomic
-
     rep = build_accuracy_report(model, opts)
     write_atomic(Path(path), (json.dumps(rep, indent=2, sort_keys=True, allow_nan=True) + "\n").encode())
     return rep

@@ -20,10 +20,13 @@ batches.  Methods:
 Histogram methods run twice over the data: once for each tensor's range, once to
 fill a fixed-range histogram (`NBINS` bins over ``[0, max|x|]``).
 
-In a compile (`calibrate_for_compile`, called by the driver) calibration is
-deferred: the data is loaded and checked up front, and the quantize pass calls
-the calibrator on the graph *it* sees (after canonicalize/fuse), so the value
-names it looks up are exactly the ones it quantizes.
+In a compile calibration is deferred: `compile_calibrator` (called by the
+driver) loads and checks the data up front and returns a `SampleCalibrator`,
+the `passes.calibrator.Calibrator` the quantize pass is handed.  The pass asks it
+for ranges on the graph *it* sees (after canonicalize/fuse, and after
+equalization when that is on), so the value names it looks up are exactly the
+ones it quantizes; which activations those are is the pass's own
+`passes.quantize.quantizable`.
 """
 
 from __future__ import annotations
@@ -32,165 +35,70 @@ import hashlib
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from compiler.calibration_data import load_calibration_data
+from ir.core import Graph
 from ir.errors import UsageError
-from ir.core import Graph, Value
-from ir.types import TensorType
+from passes.calibrator import (DEFAULT_BATCH, Each, Runner, RunnerFactory, batches, float_runner, static_batch,
+                               sweep_batches)
+from passes.quantize import parse_keep_dtype, quantizable
 
 __all__ = [
+    "DEFAULT_BATCH",
     "KL_BINS",
     "METHODS",
     "NBINS",
     "CalibrationResult",
     "Histogram",
     "Runner",
+    "RunnerFactory",
+    "SampleCalibrator",
     "amax_from_histogram",
     "batches",
     "calibrate",
-    "calibrate_for_compile",
     "calibration_targets",
+    "check_calibration_options",
+    "compile_calibrator",
     "entropy_amax",
     "fingerprint",
     "float_runner",
     "load_calibration_data",
     "percentile_amax",
     "static_batch",
-    "write_accuracy_report",
 ]
 
 METHODS = ("max", "percentile", "entropy")
 NBINS = 16384  # the collected histogram (fine enough for percentiles)
 KL_BINS = 2048  # the entropy method's histogram, TensorRT's size
 LEVELS = 128  # |q| in 0..127
-DEFAULT_BATCH = 32
-
-# a runner takes feeds and returns the requested values by name
-Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
-RunnerFactory = Callable[[Graph, Sequence[str]], Runner]
 
 
 @dataclass
 class CalibrationResult:
+    """Ranges measured by `calibrate`; a `passes.calibrator.Calibrator` with fixed
+    ranges (the quantize pass does not re-measure them)."""
+
     amax: dict[str, float]
     method: str
     samples: int
     percentile: float | None = None
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # per tensor: max, chosen amax
     # the calibration batches and how to run a graph on them, kept so the quantize
-    # pass can measure its own error on the same data (bias correction)
+    # pass can measure its own error on the same data (bias correction, GPTQ)
     batches: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False, compare=False)
     runner: RunnerFactory | None = field(default=None, repr=False, compare=False)
+    measures_graph: ClassVar[bool] = False
 
-    def sweep(self, graph: Graph, names: Sequence[str], each: Callable[[str, np.ndarray], None]) -> None:
+    def ranges(self, graph: Graph) -> Mapping[str, float]:
+        return self.amax
+
+    def sweep(self, graph: Graph, names: Sequence[str], each: Each) -> None:
         """Run `graph` (the float model or a quantized one: same inputs) on the
         calibration batches, calling ``each(name, array)`` for every value in `names`."""
-        if self.runner is None or not self.batches:
-            raise ValueError("this calibration result has no samples to run")
-        run = self.runner(graph, names)
-        for feeds in self.batches:
-            for name, arr in run(feeds).items():
-                each(name, arr)
-
-
-# --- data ------------------------------------------------------------------------------------
-def _as_batch(a: np.ndarray, t: TensorType, name: str, src: str) -> np.ndarray:
-    """`a` as ``[S, *sample_shape]`` in the input's dtype (a single sample gets S = 1)."""
-    a = np.asarray(a)
-    rank = t.rank
-    if a.ndim == rank - 1:
-        a = a[None]
-    if a.ndim != rank:
-        raise UsageError(f"calibration data {src}: input {name!r} has rank {rank} ({t}), got an array of shape {a.shape}")
-    for i, (want, got) in enumerate(zip(t.shape[1:], a.shape[1:]), 1):
-        if isinstance(want, int) and want != got:
-            raise UsageError(f"calibration data {src}: input {name!r} expects {t}, got samples of shape {a.shape[1:]} "
-                             f"(dimension {i} is {got}, not {want})")
-    return a.astype(t.dtype.numpy, copy=False)
-
-
-def _read_file(p: Path, t: TensorType, name: str) -> np.ndarray:
-    if p.suffix == ".npy":
-        return _as_batch(np.load(p, allow_pickle=False), t, name, str(p))
-    if p.suffix == ".bin":
-        tail = t.shape[1:]
-        if not all(isinstance(d, int) for d in tail):
-            raise UsageError(f"calibration data {p}: a raw .bin needs a static sample shape; input {name!r} is {t}")
-        raw = np.fromfile(p, dtype=t.dtype.numpy)
-        per = int(np.prod(tail, dtype=np.int64)) if tail else 1
-        if raw.size % per:
-            raise UsageError(f"calibration data {p}: {raw.size} values is not a whole number of {t} samples")
-        return raw.reshape((-1, *tail))
-    raise UsageError(f"calibration data {p}: expected .npy or .bin")
-
-
-def load_calibration_data(path: str | Path, inputs: Sequence[Value]) -> dict[str, np.ndarray]:
-    """Read ``--calibration_data``: an ``.npz`` with one array per model input (first
-    axis = samples), or a directory of ``.npy``/``.bin`` files (ATC style; one file a
-    batch or a sample; for several inputs, a sub-directory per input name or files
-    named ``<input>*``).  Returns ``{input name: [S, ...]}``."""
-    p = Path(path)
-    if not p.exists():
-        raise UsageError(f"--calibration_data: {p} does not exist")
-    out: dict[str, np.ndarray] = {}
-    if p.is_file():
-        if p.suffix != ".npz":
-            if len(inputs) == 1:
-                out[inputs[0].name] = _read_file(p, inputs[0].type, inputs[0].name)
-                return out
-            raise UsageError(f"--calibration_data: {p} must be an .npz (one array per input) for a model with "
-                             f"{len(inputs)} inputs")
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
-            for v in inputs:
-                if v.name in keys:
-                    out[v.name] = _as_batch(z[v.name], v.type, v.name, str(p))
-                elif len(inputs) == 1 and len(keys) == 1:
-                    out[v.name] = _as_batch(z[keys[0]], v.type, v.name, str(p))
-            missing = [v.name for v in inputs if v.name not in out]
-            if missing:
-                raise UsageError(f"--calibration_data {p}: no array for input(s) {', '.join(missing)}; "
-                                 f"the file has {', '.join(keys) or 'no arrays'}")
-    else:
-        files = sorted(f for f in p.rglob("*") if f.suffix in (".npy", ".bin"))
-        for v in inputs:
-            if len(inputs) == 1:
-                mine = files
-            else:
-                mine = [f for f in files if f.parent.name == v.name or f.name.startswith(v.name)]
-            if not mine:
-                raise UsageError(f"--calibration_data {p}: no .npy/.bin files for input {v.name!r}")
-            out[v.name] = np.concatenate([_read_file(f, v.type, v.name) for f in mine])
-    counts = {k: a.shape[0] for k, a in out.items()}
-    if len(set(counts.values())) > 1:
-        raise UsageError(f"--calibration_data: inputs have different sample counts: {counts}")
-    if min(counts.values(), default=0) == 0:
-        raise UsageError("--calibration_data holds no samples")
-    return out
-
-
-def static_batch(inputs: Sequence[Value]) -> int | None:
-    """The batch dimension the model's inputs fix, or None when it is symbolic."""
-    static = [v.type.shape[0] for v in inputs if v.type.rank and isinstance(v.type.shape[0], int)]
-    return int(static[0]) if static else None
-
-
-def batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
-    """Feeds of the batch size the model takes: its static batch dimension when it
-    has one (the tail is padded by wrapping round), else `batch_size`."""
-    n = next(iter(data.values())).shape[0]
-    static = static_batch(inputs)
-    b = static or batch_size
-    out = []
-    for s in range(0, n, b):
-        idx = np.arange(s, min(s + b, n))
-        if static and len(idx) < b:
-            idx = np.arange(s, s + b) % n
-        out.append({k: a[idx] for k, a in data.items()})
-    return out
+        sweep_batches(self.batches, self.runner, graph, names, each)
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -294,37 +202,14 @@ def amax_from_histogram(h: Histogram, method: str, percentile: float = 99.9) -> 
 # --- running the float model -------------------------------------------------------------------
 def calibration_targets(graph: Graph, keep_dtype: Any = None) -> list[str]:
     """Names of the activations feeding Cube ops the quantize pass would quantize."""
-    from passes.quantize import _plan, kept, parse_keep_dtype
-
     keep = parse_keep_dtype(keep_dtype)
     names: list[str] = []
     for op in graph.ops:
-        if _plan(op) is not None and not kept(op, keep):
+        if quantizable(op, keep):
             n = op.operands[0].name  # type: ignore[union-attr]
             if n not in names:
                 names.append(n)
     return names
-
-
-def float_runner(graph: Graph, names: Sequence[str]) -> Runner:
-    """Compile a copy of `graph` whose outputs are `names` and return a runner for it
-    (graph inputs among `names` are returned from the feeds)."""
-    from codegen import build_executable
-    from runtime import Session
-
-    g = graph.clone()
-    inputs = {v.name for v in g.inputs}
-    computed = [n for n in dict.fromkeys(names) if n not in inputs]
-    g.outputs = [g.value(n) for n in computed]
-    g.erase_dead()
-    session = Session(build_executable(g, model_name=f"{graph.name}-calibration")) if computed else None
-
-    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        res = dict(zip(computed, session.run(None, feeds))) if session is not None else {}
-        res.update({n: feeds[n] for n in names if n in inputs})
-        return res
-
-    return run
 
 
 class _Progress:
@@ -417,7 +302,8 @@ def fingerprint(graph: Graph, data: Mapping[str, np.ndarray]) -> str:
 
     put([(v.name, str(v.type)) for v in graph.inputs])
     for op in graph.ops:
-        put((op.kind, [None if o is None else o.name for o in op.operands], [(r.name, str(r.type)) for r in op.results]))
+        put((op.kind, [None if o is None else o.name for o in op.operands],
+             [(r.name, str(r.type)) for r in op.results]))
         for k in sorted(op.attrs):
             put(k)
             put(op.attrs[k])
@@ -427,48 +313,59 @@ def fingerprint(graph: Graph, data: Mapping[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-def calibrate_for_compile(graph: Graph, model: Any, opts: Any, ctx: Any,
-                          data: Mapping[str, np.ndarray] | None = None) -> None:
-    """Driver hook for ``--precision_mode=allow_quantize``: load and check
-    ``--calibration_data`` now (errors before any pass runs) and hand the quantize
-    pass a calibrator it runs on its own input graph.  `data`, when given, are
-    the samples to calibrate on instead (the accuracy report's calibration split)."""
+@dataclass
+class SampleCalibrator:
+    """The compile's `passes.calibrator.Calibrator`: ranges measured by `calibrate`
+    on whatever graph the quantize pass asks about, from samples loaded up front."""
+
+    data: Mapping[str, np.ndarray] = field(repr=False)
+    feeds: list[dict[str, np.ndarray]] = field(repr=False)  # `data` in the model's batches
+    method: str = "percentile"
+    percentile: float = 99.9
+    batch_size: int = DEFAULT_BATCH
+    keep_dtype: Any = None
+    progress: bool = True
+    runner: RunnerFactory = field(default=float_runner, repr=False)
+    measures_graph: ClassVar[bool] = True
+
+    @property
+    def samples(self) -> int:
+        return int(next(iter(self.data.values())).shape[0]) if self.data else 0
+
+    def ranges(self, graph: Graph) -> Mapping[str, float]:
+        key = (fingerprint(graph, self.data), self.method, self.percentile, self.batch_size, repr(self.keep_dtype))
+        # the same graph and samples as the last compile (a report with too few samples to hold any back): reuse
+        res = _LAST.get(key)
+        if res is None:
+            res = calibrate(graph, self.data, self.method, self.percentile, batch_size=self.batch_size,
+                            keep_dtype=self.keep_dtype, progress=self.progress, runner=self.runner)
+            _LAST.clear()
+            _LAST[key] = res
+        return res.amax
+
+    def sweep(self, graph: Graph, names: Sequence[str], each: Each) -> None:
+        sweep_batches(self.feeds, self.runner, graph, names, each)
+
+
+def check_calibration_options(opts: Any) -> None:
+    """The usage errors of ``--precision_mode=allow_quantize``, before any file is read."""
     if not opts.calibration_data:
         raise UsageError("--precision_mode=allow_quantize needs --calibration_data=FILE.npz|DIR "
                          "(sample inputs to measure activation ranges on)")
     if opts.calibration_method not in METHODS:
         raise UsageError(f"unknown --calibration_method={opts.calibration_method}; choose {', '.join(METHODS)}")
+
+
+def compile_calibrator(graph: Graph, opts: Any, data: Mapping[str, np.ndarray] | None = None) -> SampleCalibrator:
+    """The calibrator a compile hands the quantize pass (`opts`: `CompileOptions`):
+    ``--calibration_data`` is loaded and checked against `graph`'s inputs now, so
+    its errors come before any pass runs; ranges are measured when the pass asks.
+    `data`, when given, are the samples to calibrate on instead (the accuracy
+    report's calibration split)."""
+    check_calibration_options(opts)
     if data is None:
         data = load_calibration_data(opts.calibration_data, graph.inputs)
-    samples = next(iter(data.values())).shape[0]
-    extra = getattr(opts, "extra", {}) or {}
-    batch_size = int(extra.get("calibration_batch_size", DEFAULT_BATCH))
-
-    def calibrator(g: Graph, pctx: Any) -> CalibrationResult:
-        key = (fingerprint(g, data), opts.calibration_method, opts.calibration_percentile, batch_size,
-               repr(opts.keep_dtype))
-        # the same graph and samples as the last compile (a report with too few samples to hold any back): reuse
-        res = _LAST.get(key)
-        if res is None:
-            res = calibrate(g, data, opts.calibration_method, opts.calibration_percentile, batch_size=batch_size,
-                            keep_dtype=opts.keep_dtype, progress=bool(extra.get("progress", True)))
-            _LAST.clear()
-            _LAST[key] = res
-        pctx.options["calibration_result"] = res
-        return res
-
-    ctx.options["calibrator"] = calibrator
-    # the samples before any range is measured: the quantize pass may change the graph
-    # (equalization) from one float sweep of them, and only then calibrate
-    ctx.options["calibration_samples"] = CalibrationResult({}, opts.calibration_method, samples,
-                                                           batches=batches(data, graph.inputs, batch_size),
-                                                           runner=float_runner)
-    ctx.options["calibration_method"] = opts.calibration_method
-    ctx.count("quantization", "samples", samples)
-
-
-def write_accuracy_report(model: Any, exe: Any, opts: Any, path: str | Path) -> dict[str, Any]:
-    """``--accuracy_report=FILE``: see `compiler.accuracy.build_accuracy_report`."""
-    from compiler.accuracy import write_accuracy_report as write
-
-    return write(model, exe, opts, path)
+    batch_size = int(opts.calibration_batch_size)
+    return SampleCalibrator(data, batches(data, graph.inputs, batch_size), opts.calibration_method,
+                            opts.calibration_percentile, batch_size, opts.keep_dtype,
+                            bool(opts.progress))

@@ -18,9 +18,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ir.errors import AtcError, UsageError
 from runtime.om import write_atomic
+
+if TYPE_CHECKING:
+    from compiler.driver import CompileOptions
 
 __all__ = ["build_parser", "main"]
 
@@ -43,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     a("--output", help="output path without extension; writes OUTPUT.om")
     a("--soc_version", default=None, help="target SoC, e.g. Ascend310P3, Ascend310, Ascend910B")
     a("--input_shape", default=None, help='"name:1,3,224,224;name2:1,10" fixes input shapes')
-    a("--input_format", default="NCHW", help="NCHW or ND (recorded; layouts are not changed)")
+    a("--input_format", default="NCHW", choices=["NCHW", "NHWC", "ND"],
+      help="layout of 4-D inputs as fed: NCHW (default) or ND leave them as the model has them; NHWC feeds "
+           "them NHWC (one Transpose at the input; --input_shape is then NHWC too)")
     a("--out_nodes", default=None, help='"tensor;node:index" tensors to make the outputs')
     a("--precision_mode", default="force_fp32",
       help="force_fp32 | must_keep_origin_dtype | force_fp16 | allow_fp32_to_fp16 | allow_quantize")
@@ -104,31 +110,35 @@ def _require(args: argparse.Namespace, *names: str) -> None:
         raise UsageError(f"--mode={args.mode} needs {' and '.join(missing)}")
 
 
-def _compile_options(args: argparse.Namespace) -> dict:
+def _compile_options(args: argparse.Namespace) -> CompileOptions:
+    from compiler.driver import CompileOptions
+
     if args.framework != 5:
         raise UsageError(f"--framework={args.framework} is not supported; atcpy reads ONNX models (--framework=5)")
     if args.model and not Path(args.model).is_file():
         raise UsageError(f"--model: no such file {args.model!r}")
-    return {
-        "input_shapes": parse_input_shape(args.input_shape),
-        "out_nodes": [s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
-        "precision_mode": args.precision_mode,
-        "passes": args.passes,
-        "verify_each": args.verify_each,
-        "dump_ir": args.dump_ir,
-        "pass_timing": args.pass_timing,
-        "mem_limit": parse_bytes(args.mem_limit),
-        "calibration_data": args.calibration_data,
-        "calibration_method": args.calibration_method,
-        "calibration_percentile": args.calibration_percentile,
-        "keep_dtype": args.keep_dtype,
-        "op_select_implmode": args.op_select_implmode,
-        "op_engine": args.op_engine,
-    }
+    return CompileOptions(
+        soc_version=args.soc_version,
+        input_shapes=parse_input_shape(args.input_shape),
+        input_format=args.input_format,
+        out_nodes=[s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
+        precision_mode=args.precision_mode,
+        passes=args.passes,
+        verify_each=args.verify_each,
+        dump_ir=args.dump_ir,
+        pass_timing=args.pass_timing,
+        mem_limit=parse_bytes(args.mem_limit),
+        calibration_data=args.calibration_data,
+        calibration_method=args.calibration_method,
+        calibration_percentile=args.calibration_percentile,
+        keep_dtype=args.keep_dtype,
+        op_select_implmode=args.op_select_implmode,
+        op_engine=args.op_engine,
+    )
 
 
 def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
-    from compiler.driver import compile_model
+    from compiler.driver import compile_with
     from compiler.report import format_summary
 
     _require(args, "model", "soc_version")
@@ -138,7 +148,8 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
     if precheck:
         from compiler.precheck import precheck as run_precheck
 
-        problems, report = run_precheck(args.model, args.soc_version, **opts)
+        kwargs = {k: getattr(opts, k) for k in opts.field_names() if k != "soc_version"}
+        problems, report = run_precheck(args.model, args.soc_version, **kwargs)
         if report:
             print(format_summary(report))
         if problems:
@@ -147,14 +158,14 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
             raise _PrecheckFailed(len(problems))
         print(f"atcpy precheck success: {args.model} can be compiled for {args.soc_version}.")
         return 0
-    exe = compile_model(args.model, soc_version=args.soc_version, **opts)
+    exe = compile_with(args.model, opts)
     report = exe.full_report  # with wall times; the .om keeps a copy without them
     if args.pass_timing:
         from compiler.pipeline import format_timing
 
         print(format_timing(report["passes"]))
     if args.accuracy_report and args.precision_mode == "allow_quantize":
-        from compiler.calibration import write_accuracy_report
+        from compiler.accuracy import write_accuracy_report
 
         write_accuracy_report(args.model, exe, opts, Path(args.accuracy_report))
     out = Path(args.output)

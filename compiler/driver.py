@@ -8,19 +8,24 @@ CLI, the ONNX backend and the Python API share.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from ir.errors import AtcError, InternalError, UsageError
+from compiler.frontend.layout import INPUT_FORMATS
 from ir.core import Graph
+from ir.errors import AtcError, InternalError, UsageError
+from passes.calibrator import DEFAULT_BATCH
+from passes.options import PassOptions
 
-__all__ = ["PRECISION_MODES", "Compilation", "CompileOptions", "compile_model", "lower_to_ir"]
+__all__ = ["INPUT_FORMATS", "PRECISION_MODES", "Compilation", "CompileOptions", "compile_model", "compile_with",
+           "lower_to_ir"]
 
 log = logging.getLogger("atcpy")
 
@@ -29,8 +34,14 @@ PRECISION_MODES = ("force_fp32", "must_keep_origin_dtype", "force_fp16", "allow_
 
 @dataclass
 class CompileOptions:
+    """Every option of a compile, typed: the CLI fills it, `compile_model` takes its
+    fields as keyword arguments (an unknown one is a `UsageError`), and the fields a
+    pass reads reach the passes as `PassOptions` (`pass_options`) -- each of those
+    has a field of the same name here."""
+
     soc_version: str = "Ascend310P3"
-    input_shapes: Mapping[str, Sequence[int]] | None = None
+    input_shapes: Mapping[str, Sequence[int]] | None = None  # in the layout fed (NHWC for input_format=NHWC)
+    input_format: str = "NCHW"  # NCHW | NHWC (4-D inputs are fed NHWC, transposed once) | ND
     out_nodes: Sequence[str] | None = None
     precision_mode: str = "force_fp32"
     passes: str | None = None  # overrides the default pipeline
@@ -41,10 +52,32 @@ class CompileOptions:
     calibration_data: str | None = None
     calibration_method: str = "percentile"
     calibration_percentile: float = 99.9
+    calibration_batch_size: int = DEFAULT_BATCH  # samples a calibration run takes at once (symbolic batch only)
+    progress: bool = True  # a progress line on stderr while calibrating
     keep_dtype: str | None = None
     op_select_implmode: str = "high_performance"
     op_engine: str | None = None  # "Softmax=aicpu,MatMul=vector"
-    extra: dict[str, Any] = field(default_factory=dict)
+    # the older spelling of the fields above as a dict ({"progress": False}); each key must be a field
+    extra: InitVar[Mapping[str, Any] | None] = None
+
+    def __post_init__(self, extra: Mapping[str, Any] | None) -> None:
+        if not extra:
+            return
+        unknown = sorted(set(extra) - set(self.field_names()))
+        if unknown:
+            raise UsageError(f"unknown compile option(s) in extra: {', '.join(unknown)}")
+        for k, v in extra.items():
+            setattr(self, k, v)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    def pass_options(self, **given: Any) -> PassOptions:
+        """The options the passes read, from the fields of the same names (and `given`,
+        e.g. the calibrator the driver built)."""
+        mine = set(self.field_names())
+        return PassOptions(**{n: getattr(self, n) for n in PassOptions.names() if n in mine}, **given)
 
     def check(self) -> None:
         if self.precision_mode not in PRECISION_MODES:
@@ -55,6 +88,20 @@ class CompileOptions:
             raise UsageError(f"unknown --calibration_method={self.calibration_method}; choose max, percentile or entropy")
         if not 0 < self.calibration_percentile <= 100:
             raise UsageError(f"--calibration_percentile={self.calibration_percentile} must be in (0, 100]")
+        if self.input_format not in INPUT_FORMATS:
+            raise UsageError(f"unknown --input_format={self.input_format}; choose one of {', '.join(INPUT_FORMATS)}")
+        if isinstance(self.calibration_batch_size, bool) or not isinstance(self.calibration_batch_size, int) \
+                or self.calibration_batch_size < 1:
+            raise UsageError(f"calibration_batch_size must be a positive int, got {self.calibration_batch_size!r}")
+        if self.op_engine:
+            from passes.base import PassError
+            from passes.place import parse_overrides
+
+            try:
+                parse_overrides(self.op_engine)
+            except PassError as e:
+                raise UsageError(f"--op_engine={self.op_engine}: {str(e).removeprefix('place: ')}") from None
+        self.pass_options()  # the types of what the passes read
 
 
 @dataclass
@@ -99,8 +146,14 @@ def _select_outputs(g: Graph, out_nodes: Sequence[str]) -> None:
 
 def lower_to_ir(model: Any, opts: CompileOptions) -> Graph:
     from compiler.frontend import import_onnx
+    from compiler.frontend.layout import feed_nhwc, nchw_input_shapes
 
-    g = import_onnx(model, input_shapes=dict(opts.input_shapes) if opts.input_shapes else None)
+    shapes = dict(opts.input_shapes) if opts.input_shapes else None
+    if opts.input_format == "NHWC":
+        shapes = nchw_input_shapes(shapes)
+    g = import_onnx(model, input_shapes=shapes)
+    if opts.input_format == "NHWC":
+        feed_nhwc(g)
     if opts.out_nodes:
         _select_outputs(g, opts.out_nodes)
     return g
@@ -110,18 +163,14 @@ def run_passes(g: Graph, opts: CompileOptions, soc: Any, model: Any = None) -> t
     from compiler.pipeline import default_pipeline, run_pipeline
     from passes.base import PassContext
 
-    ctx = PassContext(soc=soc, options={
-        "precision_mode": opts.precision_mode,
-        "mem_limit": opts.mem_limit,
-        "op_select_implmode": opts.op_select_implmode,
-        "op_engine": opts.op_engine,
-        "keep_dtype": opts.keep_dtype,
-        **opts.extra,
-    })
+    calibrator = None
     if opts.precision_mode == "allow_quantize":
-        from compiler.calibration import calibrate_for_compile
+        from compiler.calibration import compile_calibrator
 
-        calibrate_for_compile(g, model, opts, ctx)
+        calibrator = compile_calibrator(g, opts)  # --calibration_data's errors come before any pass runs
+    ctx = PassContext(soc=soc, options=opts.pass_options(calibrator=calibrator))
+    if calibrator is not None:
+        ctx.count("quantization", "samples", calibrator.samples)
     pipeline = opts.passes if opts.passes is not None else default_pipeline(opts.precision_mode)
     results = run_pipeline(g, pipeline, ctx, verify_each=opts.verify_each, dump_dir=opts.dump_ir,
                            timing=opts.pass_timing)
@@ -140,15 +189,20 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
     Options are `CompileOptions` fields.  Raises `AtcError` subclasses for
     anything a user can fix; other exceptions are wrapped as `InternalError`.
     """
+    unknown = set(options) - set(CompileOptions.__dataclass_fields__)
+    if unknown:
+        raise UsageError(f"unknown compile option(s): {', '.join(sorted(unknown))}")
+    return compile_with(model, CompileOptions(soc_version=soc_version, **options))
+
+
+def compile_with(model: Any, opts: CompileOptions):
+    """`compile_model` with the options as one `CompileOptions` (the CLI's way)."""
     from codegen import build_executable
     from compiler.report import build_report
     from passes.target.soc import load_soc
 
-    unknown = set(options) - set(CompileOptions.__dataclass_fields__)
-    if unknown:
-        raise UsageError(f"unknown compile option(s): {', '.join(sorted(unknown))}")
-    opts = CompileOptions(soc_version=soc_version, **options)
     opts.check()
+    soc_version = opts.soc_version
     soc = load_soc(soc_version)
     try:
         t0 = time.perf_counter()
@@ -158,6 +212,8 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
         passes, stats = run_passes(g, opts, soc, model)
         comp = Compilation(g, soc, stats, passes, import_s, ops_before)
         report = build_report(comp, opts, _model_name(model))
+        if opts.input_format == "NHWC":  # only then: a default compile's report (and .om) stays as it was
+            report["input_format"] = {"format": "NHWC", "inputs": [v.name for v in g.inputs if v.type.rank == 4]}
         # the .om carries the report without wall times, so the file is byte-identical run to run
         exe = build_executable(g, soc_version=soc_version, report=_without_timings(report),
                                options={"precision_mode": opts.precision_mode})

@@ -3,10 +3,11 @@
     atcpy-opt model.ir --passes="canonicalize,fuse"
     cat model.ir | atcpy-opt --passes=fuse --soc_version=Ascend310P3 --verify-each
 
-Large arrays come from the ``.npz`` beside the input file when there is one
-(a pass-manager dump); otherwise they are synthesized from their keys, so
-hand-written IR needs no weight files.  Errors print as one line and exit
-nonzero (2 for usage/parse errors, 1 for a failing pass).
+An input file is read with `passes.manager.load_dump`: large arrays come from
+the ``.npz`` beside it when there is one (a pass-manager dump); otherwise, as
+for IR on stdin, they are synthesized from their keys, so hand-written IR needs
+no weight files.  Errors print as one line and exit nonzero (2 for usage/parse
+errors, 1 for a failing pass).
 """
 
 from __future__ import annotations
@@ -16,52 +17,34 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ir.core import Graph
 from ir.parser import ParseError, parse
 from ir.printer import print_graph
+from passes import PassContext
+from passes.manager import PassFailure, PassManager, load_dump
+from passes.target.soc import load_soc
 
-__all__ = ["load_ir", "main", "run_opt"]
-
-
-def _load_soc(name: str | None) -> Any:
-    if not name:
-        return None
-    try:
-        from passes.target.soc import load_soc
-    except ImportError:
-        return None
-    return load_soc(name)
+__all__ = ["main", "run_opt"]
 
 
-def load_ir(text: str, npz: Path | None = None) -> Graph:
-    resources: dict[str, np.ndarray] | None = None
-    if npz is not None and npz.exists():
-        with np.load(npz, allow_pickle=False) as z:
-            keys = [str(k) for k in z["__keys__"]] if "__keys__" in z else []
-            resources = {k: z[f"a{i}"] for i, k in enumerate(keys)}
-    return parse(text, resources, synthesize=True)
-
-
-def run_opt(text: str, passes: str, soc: Any = None, *, verify_each: bool = True,
-            dump_dir: str | Path | None = None, npz: Path | None = None) -> str:
-    """Parse `text`, run `passes` on it (verifying after each), return the printed IR.
+def run_opt(source: str | Graph, passes: str, soc: Any = None, *, verify_each: bool = True,
+            dump_dir: str | Path | None = None) -> str:
+    """Run `passes` on `source` (IR text, its weights synthesized, or a graph),
+    verifying after each pass; return the printed IR.
 
     `soc` is a `Soc` or a ``--soc_version`` name."""
-    from passes import PassContext
-    from passes.manager import PassManager
-
-    g = load_ir(text, npz)
-    ctx = PassContext(soc=_load_soc(soc) if isinstance(soc, str) else soc)
-    if passes.strip():
-        PassManager.parse(passes, verify_each=verify_each, dump_dir=dump_dir).run(g, ctx)
+    g = source if isinstance(source, Graph) else parse(source, synthesize=True)
+    PassManager.parse(passes, verify_each=verify_each, dump_dir=dump_dir).run(g, _context(soc))
     return print_graph(g)
 
 
-def _exit_code(e: BaseException) -> int:
-    from passes.manager import PassFailure
+def _context(soc: Any) -> PassContext:
+    if isinstance(soc, str):
+        soc = load_soc(soc) if soc else None
+    return PassContext(soc=soc)
 
+
+def _exit_code(e: BaseException) -> int:
     if isinstance(e, PassFailure):
         return 1
     code = getattr(e, "exit_code", None)
@@ -81,18 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-o", "--output", default="-")
     args = ap.parse_args(argv)
     try:
-        from passes import PassContext
-        from passes.manager import PassManager
-
-        if args.input == "-":
-            text, npz = sys.stdin.read(), None
-        else:
-            path = Path(args.input)
-            text, npz = path.read_text(), path.with_suffix(".npz")
-        g = load_ir(text, npz)
-        ctx = PassContext(soc=_load_soc(args.soc_version))
+        g = parse(sys.stdin.read(), synthesize=True) if args.input == "-" else load_dump(args.input)
         pm = PassManager.parse(args.passes, verify_each=args.verify_each, dump_dir=args.dump_ir)
-        pm.run(g, ctx)
+        pm.run(g, _context(args.soc_version))
         out = print_graph(g)
         if args.output == "-":
             sys.stdout.write(out)

@@ -7,7 +7,7 @@ manager.
 
 The precision modes differ in the passes after ``fuse``: ``quantize`` only
 runs for ``allow_quantize``, ``cast-precision`` only for the fp16 modes (it
-reads ``ctx.options["precision_mode"]`` to tell them apart).
+reads ``ctx.options.precision_mode`` to tell them apart).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ __all__ = ["DEFAULT_PIPELINES", "PRECISION_MODES", "default_pipeline", "format_t
 log = logging.getLogger("atcpy")
 
 _FP32 = "canonicalize,fuse,tile{size=256},place,assign-buffers"
-# cast-precision reads the mode from ctx.options["precision_mode"]; it runs on
+# cast-precision reads the mode from ctx.options.precision_mode; it runs on
 # fused ops, before tiling/placement so the casts it adds are placed too.
 _FP16 = "canonicalize,fuse,cast-precision,tile{size=256},place,assign-buffers"
 DEFAULT_PIPELINES: dict[str, str] = {

@@ -10,26 +10,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from ir.errors import AtcError, MemoryBudgetError, UsageError
+from compiler.driver import Compilation, CompileOptions, lower_to_ir, run_passes
+from compiler.frontend import precheck as frontend_precheck
+from compiler.report import build_report
+from ir.errors import AtcError, UsageError
+from passes.target.soc import load_soc
 
 __all__ = ["precheck"]
 
 
 def precheck(model: Any, soc_version: str, **options: Any) -> tuple[list[str], dict | None]:
-    from compiler.driver import Compilation, CompileOptions, lower_to_ir, run_passes
-    from compiler.report import build_report
-    from passes.target.soc import load_soc
-
+    """(problems, None) when `model` cannot be compiled, else ([], its compile report)."""
     opts = CompileOptions(soc_version=soc_version, **options)
     opts.check()
     soc = load_soc(soc_version)
-    problems: list[str] = []
-    try:
-        from compiler.frontend import precheck as frontend_precheck
-
-        problems += frontend_precheck(model)
-    except ImportError:
-        pass
+    problems = frontend_precheck(model)
     if problems:
         return problems, None
     try:
@@ -38,9 +33,6 @@ def precheck(model: Any, soc_version: str, **options: Any) -> tuple[list[str], d
         results, stats = run_passes(g, opts, soc, model)
     except UsageError:
         raise
-    except MemoryBudgetError as e:
+    except AtcError as e:  # the memory budget, or what the frontend's check cannot see
         return [str(e)], None
-    except AtcError as e:
-        return problems + [str(e)], None
-    report = build_report(Compilation(g, soc, stats, results, 0.0, before), opts, str(model))
-    return problems, report
+    return [], build_report(Compilation(g, soc, stats, results, 0.0, before), opts, str(model))

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from ir.core import Graph
+from passes.place import estimate
 
 __all__ = ["build_report", "format_summary"]
 
@@ -40,16 +41,7 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
         "naive_bytes": int(g.attrs.get("naive_bytes", 0)),
         "weights_bytes": int(g.weights_bytes()),
     }
-    latency = None
-    per_op: list[dict] = []
-    try:
-        from passes.target.cost import estimate
-
-        est = estimate(g, comp.soc)
-        latency = round(float(est["total_ms"]), 6)
-        per_op = est.get("per_op", [])
-    except ImportError:
-        pass
+    est = estimate(g, comp.soc)
     return {
         "model": model_name,
         "soc_version": getattr(comp.soc, "name", opts.soc_version),
@@ -66,8 +58,8 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
         "tiling": tiling,
         "quantization": quant,
         "memory": memory,
-        "estimated_latency_ms": latency,
-        "per_op_estimate": per_op,
+        "estimated_latency_ms": round(float(est["total_ms"]), 6),
+        "per_op_estimate": est.get("per_op", []),
         "passes": [{"name": p["name"], "seconds": round(p["seconds"], 6), "changed": bool(p["changed"])}
                    for p in comp.passes],
         "import_seconds": round(comp.import_seconds, 6),

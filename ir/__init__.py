@@ -1,5 +1,6 @@
 """atcpy's typed IR: types, values/ops/graphs, the op registry, verifier and text form."""
 
+from ir import ops  # noqa: F401  (registers every op declaration before anything looks one up)
 from ir.core import Graph, Op, Use, Value
 from ir.parser import ParseError, parse, parse_type
 from ir.printer import print_graph, print_op

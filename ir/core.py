@@ -2,8 +2,9 @@
 
 Only `Op` mutates uses: setting an operand, erasing an op or replacing a value
 goes through the methods here, so ``value.uses`` is always exact.  A graph keeps
-its ops in a valid (topological) order; constants are ``const`` ops whose
-``value`` attribute holds the numpy array.
+its ops in a valid (topological) order in an `OpList` (inserting next to an op
+and erasing one are O(1)); constants are ``const`` ops whose ``value``
+attribute holds the numpy array.
 
     g = Graph("mlp")
     x = g.add_input("x", TensorType(DType.f32, (1, 64)))
@@ -17,13 +18,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from ir.types import DType, TensorType
 
-__all__ = ["AttrValue", "Graph", "Op", "Use", "Value"]
+__all__ = ["AttrValue", "Graph", "GraphListener", "Op", "OpList", "Use", "Value"]
 
 AttrValue = Any  # int | float | str | bool | list[...] | np.ndarray
 
@@ -57,6 +58,19 @@ class Value:
 
     def __repr__(self) -> str:
         return f"%{self.name}: {self.type}"
+
+
+class GraphListener(Protocol):
+    """Told about every edit of a graph it listens to (`Graph.listener`)."""
+
+    def op_inserted(self, op: Op) -> None: ...
+
+    def op_erased(self, op: Op) -> None:  # `op` is out of the graph but still holds its operands
+        ...
+
+    def operand_changed(self, op: Op, old: Value | None, new: Value | None) -> None: ...
+
+    def output_replaced(self, old: Value, new: Value) -> None: ...
 
 
 class Op:
@@ -96,17 +110,27 @@ class Op:
         self.operands[i] = v
         if v is not None:
             v.uses.append(Use(self, i))
+        self._notify(old, v)
 
     def set_operands(self, values: Sequence[Value | None]) -> None:
         self.drop_operands()
         for v in values:
             self._append_operand(v)
+            self._notify(None, v)
 
     def drop_operands(self) -> None:
-        for i, v in enumerate(self.operands):
+        old = self.operands
+        for i, v in enumerate(old):
             if v is not None:
                 v.uses = [u for u in v.uses if not (u.op is self and u.index == i)]
         self.operands = []
+        for v in old:
+            self._notify(v, None)
+
+    def _notify(self, old: Value | None, new: Value | None) -> None:
+        g = self.graph
+        if g is not None and g.listener is not None and old is not new:
+            g.listener.operand_changed(self, old, new)
 
     # -- conveniences -----------------------------------------------------
     @property
@@ -137,17 +161,169 @@ class Op:
         return f"<{res} = {self.kind}({ops})>"
 
 
+class _Link:
+    """One place in an `OpList`.  An erased link keeps its `next`, so an
+    iterator standing on it walks on to the ops that followed it."""
+
+    __slots__ = ("key", "live", "next", "op", "prev")
+
+    def __init__(self, op: Op | None) -> None:
+        self.op, self.key, self.live = op, 0, True
+        self.prev: _Link = self
+        self.next: _Link = self
+
+
+class OpList(Sequence[Op]):
+    """A graph's ops in order: a doubly linked list, so inserting next to an op
+    and erasing one are O(1), with order keys so `comes_before` is O(1) too.
+
+    It reads like the list it replaces (iterate, ``len``, ``ops[0]``,
+    ``ops[-1]``, ``list(ops)``, ``op in ops``); indexing elsewhere walks the
+    list.  Iterating while the graph is rewritten is safe: an op erased under
+    the iterator does not end the walk, and an op inserted ahead of it is seen.
+
+    Keys are spaced ints; an insert takes the midpoint of its neighbours' keys,
+    and when there is no room left the keys are renumbered on the next order
+    query (not on the insert, which stays O(1))."""
+
+    SPACING = 1 << 40  # room for 40 inserts into one gap before a renumbering
+
+    def __init__(self, ops: Iterable[Op] = ()) -> None:
+        self.epoch = 0  # bumped whenever keys handed out before become void
+        self._reset(ops)
+
+    def _reset(self, ops: Iterable[Op]) -> None:
+        self._end = _Link(None)  # sentinel: _end.next is the first op, _end.prev the last
+        self._links: dict[Op, _Link] = {}
+        self._stale = False
+        self.epoch += 1
+        for op in ops:
+            self.insert(op)
+
+    # -- editing ------------------------------------------------------------
+    def insert(self, op: Op, *, before: Op | None = None, after: Op | None = None) -> None:
+        """Place `op` before `before`, after `after`, or (neither) at the end."""
+        if op in self._links:
+            raise ValueError(f"{op!r} is in the list already")
+        if before is not None:
+            nxt = self._link(before)
+            prev = nxt.prev
+        else:
+            prev = self._link(after) if after is not None else self._end.prev
+            nxt = prev.next
+        link = _Link(op)
+        link.prev, link.next = prev, nxt
+        prev.next = nxt.prev = link
+        self._links[op] = link
+        if prev is self._end and nxt is self._end:
+            link.key = 0
+        elif prev is self._end:
+            link.key = nxt.key - self.SPACING
+        elif nxt is self._end:
+            link.key = prev.key + self.SPACING
+        elif nxt.key - prev.key > 1:
+            link.key = (prev.key + nxt.key) // 2
+        else:
+            self._stale = True
+
+    def remove(self, op: Op) -> None:
+        link = self._link(op)
+        del self._links[op]
+        link.prev.next = link.next
+        link.next.prev = link.prev
+        link.live = False
+
+    def reverse(self) -> None:
+        self._reset(list(reversed(self)))
+
+    def _link(self, op: Op) -> _Link:
+        link = self._links.get(op)
+        if link is None:
+            raise ValueError(f"{op!r} is not in the list")
+        return link
+
+    # -- order --------------------------------------------------------------
+    def key(self, op: Op) -> int:
+        """A number that grows along the list.  Keys of ops already in the list
+        stay put until an insert runs out of room; `epoch` then changes."""
+        if self._stale:
+            for i, o in enumerate(self):
+                self._links[o].key = i * self.SPACING
+            self._stale = False
+            self.epoch += 1
+        return self._link(op).key
+
+    def comes_before(self, a: Op, b: Op) -> bool:
+        return self.key(a) < self.key(b)
+
+    @property
+    def first(self) -> Op | None:
+        return self._end.next.op
+
+    @property
+    def last(self) -> Op | None:
+        return self._end.prev.op
+
+    # -- reading --------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._links)
+
+    def __contains__(self, op: object) -> bool:
+        return op in self._links  # type: ignore[operator]
+
+    def __iter__(self) -> Iterator[Op]:
+        link = self._end.next
+        while link is not self._end:
+            if link.live:
+                yield link.op  # type: ignore[misc]
+            link = link.next
+
+    def __reversed__(self) -> Iterator[Op]:
+        link = self._end.prev
+        while link is not self._end:
+            if link.live:
+                yield link.op  # type: ignore[misc]
+            link = link.prev
+
+    def __getitem__(self, i):  # type: ignore[override]
+        if isinstance(i, slice):
+            return list(self)[i]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("op index out of range")
+        i %= n
+        walk = iter(self) if i < n // 2 else reversed(self)
+        return next(itertools.islice(walk, i if i < n // 2 else n - 1 - i, None))
+
+    def __repr__(self) -> str:
+        return f"OpList({list(self)!r})"
+
+
 class Graph:
-    """A function: inputs, outputs and ops in a valid order."""
+    """A function: inputs, outputs and ops in a valid order.
+
+    Edits are O(1) per op (`insert`, `erase`, `rename`); a `listener`, when set,
+    hears about each one (the rewrite driver uses this to know which ops to
+    look at again)."""
 
     def __init__(self, name: str = "main") -> None:
         self.name = name
         self.inputs: list[Value] = []
         self.outputs: list[Value] = []
-        self.ops: list[Op] = []
+        self._ops = OpList()
         self.attrs: dict[str, AttrValue] = {}
+        self.listener: GraphListener | None = None
         self._counter = itertools.count()
         self._names: set[str] = set()
+
+    @property
+    def ops(self) -> OpList:
+        return self._ops
+
+    @ops.setter
+    def ops(self, ops: Iterable[Op]) -> None:
+        """Reorder (``graph.ops = sorted_ops``); the ops must be this graph's."""
+        self._ops = OpList(ops)
 
     # -- names --------------------------------------------------------------
     def fresh_name(self, hint: str = "") -> str:
@@ -160,6 +336,16 @@ class Graph:
                 self._names.add(n)
                 return n
 
+    def has_name(self, name: str) -> bool:
+        return name in self._names
+
+    def rename(self, v: Value, name: str) -> None:
+        """Give `v` the name `name`, or a fresh one derived from it if taken."""
+        if v.name == name:
+            return
+        self._names.discard(v.name)
+        v.name = self.fresh_name(name)
+
     def _claim(self, v: Value, hint: str) -> None:
         v.name = self.fresh_name(hint or v.name)
 
@@ -171,15 +357,12 @@ class Graph:
 
     def insert(self, op: Op, *, before: Op | None = None, after: Op | None = None) -> Op:
         """Insert `op` (default: at the end) and name its results uniquely."""
+        self._ops.insert(op, before=before, after=after)
         op.graph = self
         for r in op.results:
             self._claim(r, r.name)
-        if before is not None:
-            self.ops.insert(self.ops.index(before), op)
-        elif after is not None:
-            self.ops.insert(self.ops.index(after) + 1, op)
-        else:
-            self.ops.append(op)
+        if self.listener is not None:
+            self.listener.op_inserted(op)
         return op
 
     def add_op(
@@ -211,7 +394,7 @@ class Graph:
         op = Op("const", [], [t], {"value": array}, [name])
         if before is None:
             # constants go first so they dominate every use
-            before = next((o for o in self.ops), None)
+            before = self._ops.first
         return self.insert(op, before=before).result
 
     # -- editing ------------------------------------------------------------
@@ -220,11 +403,13 @@ class Graph:
             if r.uses:
                 users = ", ".join(repr(u.op) for u in r.uses)
                 raise ValueError(f"cannot erase {op!r}: %{r.name} still used by {users}")
+        self._ops.remove(op)
+        op.graph = None  # detached first: the listener sees it gone, and dropping its operands is not reported again
+        if self.listener is not None:
+            self.listener.op_erased(op)
         op.drop_operands()
-        self.ops.remove(op)
         for r in op.results:
             self._names.discard(r.name)
-        op.graph = None
 
     def replace_op(self, op: Op, new_values: Sequence[Value]) -> None:
         """Redirect every use of `op`'s results (and graph outputs) then erase it."""
@@ -234,7 +419,10 @@ class Graph:
 
     def replace_value(self, old: Value, new: Value) -> None:
         old.replace_all_uses_with(new)
-        self.outputs = [new if o is old else o for o in self.outputs]
+        if any(o is old for o in self.outputs):
+            self.outputs = [new if o is old else o for o in self.outputs]
+            if self.listener is not None:
+                self.listener.output_replaced(old, new)
 
     def erase_dead(self) -> int:
         """Remove ops none of whose results are used; returns how many."""

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ir.core import Graph, Op
+from ir.ops.quant import INT_CUBE_KINDS
 from runtime.kernels.quant import conv_windows, quantize, scale_from_amax
 
 __all__ = ["Layer", "Sweep", "correct_biases", "expected_output", "measure", "window_sum"]
@@ -128,7 +129,7 @@ def _set_bias(graph: Graph, op: Op, bias: np.ndarray) -> None:
 def correct_biases(graph: Graph, layers: Sequence[Layer]) -> int:
     """Add ``E[y_float - y_int8]`` to the int32 bias of each measured layer of the
     quantized `graph`; returns how many biases changed."""
-    ops = {op.results[0].name: op for op in graph.ops if op.kind in ("quant.matmul", "quant.conv")}
+    ops = {op.results[0].name: op for op in graph.ops if op.kind in INT_CUBE_KINDS}
     changed = 0
     for layer in layers:
         op = ops.get(layer.name)

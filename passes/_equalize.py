@@ -24,7 +24,7 @@ unchanged.
     %p = MaxPool(%a)                             ==>  %p = MaxPool(%a)
     %y = fused.conv(%p, %wb, %bb)                     %y = fused.conv(%p, %wb_eq, %bb)
 
-Legal chains: each op between A and B is one of `THROUGH` with a single use,
+Legal chains: each op between A and B is declared `HOMOGENEOUS` with a single use,
 no value on it is a graph output, and a Flatten (or a Reshape to
 ``[N, C·H·W]``) maps channel c to its ``H·W`` features of B's input rows.  A
 is any Cube layer with a constant weight and a per-channel (or no) bias; B a
@@ -40,14 +40,28 @@ from dataclasses import dataclass
 import numpy as np
 
 from ir.core import Graph, Op
+from ir.registry import HOMOGENEOUS, VIEW, lookup
 
-__all__ = ["THROUGH", "TINY", "Equalized", "Pair", "equalize", "find_pairs", "scales"]
+__all__ = ["TINY", "Equalized", "Pair", "equalize", "find_pairs", "scales"]
 
-# ops that commute with a positive per-channel scale of their input (channel axis 1)
-THROUGH = ("Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "Flatten", "Reshape")
-CONV = ("Conv", "fused.conv")
 TINY = 1e-6  # a channel range or weight below this fraction of the largest is left unscaled
-MATMUL = ("MatMul", "Gemm", "fused.matmul_add_relu", "fused.matmul_add", "fused.matmul_relu")
+
+
+def _is_conv(op: Op) -> bool:
+    """A layer quantized as ``quant.conv`` (channels on axis 1 of its activations)."""
+    d = lookup(op.kind)
+    return d is not None and d.quant is not None and d.quant.to == "quant.conv"
+
+
+def _through(op: Op) -> bool:
+    """Commutes with a positive per-channel scale of its input (channel axis 1)."""
+    d = lookup(op.kind)
+    return d is not None and d.has(HOMOGENEOUS)
+
+
+def _reshapes(op: Op) -> bool:
+    d = lookup(op.kind)
+    return d is not None and d.has(VIEW)
 
 
 @dataclass
@@ -67,7 +81,7 @@ class Pair:
 
 def _out_axis(op: Op) -> int | None:
     """Axis of the output channel in the weight, or None if the layer cannot be scaled."""
-    if op.kind in CONV:
+    if _is_conv(op):
         return 0
     if op.kind == "Gemm":
         return None if op.attrs.get("transA") else (0 if op.attrs.get("transB") else 1)
@@ -76,7 +90,7 @@ def _out_axis(op: Op) -> int | None:
 
 def _in_axis(op: Op) -> int | None:
     """Axis of the input channel in B's weight."""
-    if op.kind in CONV:
+    if _is_conv(op):
         return None if int(op.attrs.get("group", 1) or 1) != 1 else 1
     if op.kind == "Gemm":
         return None if op.attrs.get("transA") else (1 if op.attrs.get("transB") else 0)
@@ -95,7 +109,7 @@ def _flatten_per(op: Op, channels: int) -> int | None:
 
 
 def _chain(graph: Graph, a: Op, quantized: dict[int, Op]) -> Pair | None:
-    """A's single-use chain through `THROUGH` ops to a quantized layer B, if legal."""
+    """A's single-use chain through `HOMOGENEOUS` ops to a quantized layer B, if legal."""
     wa = a.operand_const(1)
     if wa is None or _out_axis(a) is None or a.attrs.get("act", "none") not in ("none", "relu"):
         return None
@@ -112,15 +126,15 @@ def _chain(graph: Graph, a: Op, quantized: dict[int, Op]) -> Pair | None:
         if id(user) in quantized and user.operands[0] is v and user is not a:
             b = user
             break
-        if user.kind not in THROUGH or user.operands[0] is not v or any(r.uses for r in user.results[1:]):
+        if not _through(user) or user.operands[0] is not v or any(r.uses for r in user.results[1:]):
             return None
-        if user.kind in ("Flatten", "Reshape"):
-            p = None if flat or a.kind not in CONV else _flatten_per(user, channels)
+        if _reshapes(user):
+            p = None if flat or not _is_conv(a) else _flatten_per(user, channels)
             if p is None:
                 return None
             per, flat = p, True
         v = user.results[0]
-    if _in_axis(b) is None or (b.kind in CONV and (flat or a.kind not in CONV)):
+    if _in_axis(b) is None or (_is_conv(b) and (flat or not _is_conv(a))):
         return None
     wb = b.operand_const(1)
     if wb is None or wb.shape[_in_axis(b)] != channels * per:  # type: ignore[index]
@@ -180,7 +194,7 @@ def equalize(graph: Graph, layers: Sequence[Op], sweep: Sweep) -> dict[str, Equa
         if p is None:  # a runner may hand back more than was asked for
             return
         x = np.abs(np.asarray(arr, np.float32))
-        if p.b.kind in CONV:  # channels on axis 1
+        if _is_conv(p.b):  # channels on axis 1
             c = np.moveaxis(x, 1, 0).reshape(x.shape[1], -1).max(axis=1)
         else:  # features on the last axis, `per` of them a channel after a Flatten
             c = x.reshape(-1, x.shape[-1] // p.per, p.per).max(axis=(0, 2))
@@ -207,6 +221,6 @@ def equalize(graph: Graph, layers: Sequence[Op], sweep: Sweep) -> dict[str, Equa
                            ba * _along(s, ba.ndim - 1, ba.ndim), "_eq")
         sb = np.repeat(s, p.per)
         _replace_const(graph, p.b, 1, wb / _along(sb, ib, wb.ndim), "_eq")
-        done[p.a.results[0].name] = Equalized(1 if p.a.kind in CONV else -1, s.astype(np.float32))
+        done[p.a.results[0].name] = Equalized(1 if _is_conv(p.a) else -1, s.astype(np.float32))
     graph.erase_dead()
     return done

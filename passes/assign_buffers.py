@@ -48,7 +48,7 @@ Graph attrs: ``arena_bytes``, ``lower_bound_bytes`` (the most bytes of buffers
 live at any one step, after aliasing — no placement of these buffers can be
 smaller), ``naive_bytes`` (every activation its own buffer), ``weights_bytes``;
 the same numbers go to ``ctx.stats["memory"]``.  If weights + arena exceed the
-SoC's DDR (``ctx.soc.ddr_bytes``) or ``ctx.options["mem_limit"]``, the pass
+SoC's DDR (``ctx.soc.ddr_bytes``) or ``ctx.options.mem_limit``, the pass
 raises `MemoryBudgetError` (exit code 3); static-shape results kept out of the
 arena count against the budget too.
 
@@ -375,7 +375,7 @@ def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext) -> N
     ddr = getattr(ctx.soc, "ddr_bytes", None)
     if isinstance(ddr, int) and ddr > 0:
         limits.append((ddr, f"the DDR of {getattr(ctx.soc, 'name', 'the SoC')}"))
-    mem_limit = ctx.options.get("mem_limit")
+    mem_limit = ctx.options.mem_limit
     if mem_limit is not None:
         limits.append((int(mem_limit), "mem_limit"))
     total = weights + arena + outside

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from ir.core import Graph
+from passes.options import PassOptions
 
-__all__ = ["PASSES", "Pass", "PassContext", "PassError", "register"]
+__all__ = ["PASSES", "Pass", "PassContext", "PassError", "PassOptions", "register"]
 
 log = logging.getLogger("atcpy")
 
@@ -33,14 +35,25 @@ class PassError(Exception):
 
 @dataclass
 class PassContext:
-    """What a pass may read besides the graph: the SoC, options, and where to
-    put statistics (`stats[section][key]`, read into the compile report)."""
+    """What a pass may read besides the graph: the SoC, the options (typed,
+    `PassOptions`; a dict is checked and converted), and where to put statistics
+    (`stats[section][key]`, read into the compile report).
+
+    What a pass leaves for the caller besides statistics lives here, not among
+    the (frozen) options: `equalized`, the layers the quantize pass rescaled."""
 
     soc: Any = None  # passes.target.soc.Soc
-    options: dict[str, Any] = field(default_factory=dict)
+    options: PassOptions = field(default_factory=PassOptions)
     stats: dict[str, Counter] = field(default_factory=dict)
     diagnostics: list[str] = field(default_factory=list)
     log: logging.Logger = log
+    equalized: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.options, Mapping):
+            self.options = PassOptions.from_dict(self.options)
+        elif not isinstance(self.options, PassOptions):
+            raise TypeError(f"PassContext.options must be PassOptions or a dict, got {type(self.options).__name__}")
 
     def count(self, section: str, key: str, n: int = 1) -> None:
         self.stats.setdefault(section, Counter())[key] += n

@@ -7,13 +7,16 @@ whole rather than as MatMul+Add then Relu):
     Add(MatMul(x, w), b)           → fused.matmul_add(x, w, b)
     Relu(MatMul(x, w))             → fused.matmul_relu(x, w)
     [Relu](Gemm(x, w, c)) plain    → fused.matmul_add[_relu](x, w, c)   (Gemm canonicalize could not normalize)
-    Add(Conv(x, w, b?), c)         → Conv(x, w, b + c)                  (c per-channel constant)
+    Add(Conv(x, w, b?), c)         → Conv(x, w, b + c)                  (c per-channel constant;
+                                                                         canonicalize's rule, `passes._conv_fold`)
     Relu(Conv(x, w, b?))           → fused.conv(x, w, b?) {act = "relu"}
 
 ``b`` must be a constant broadcast along the last axis only (shape [N] or
 [1, N]).  A fusion is legal only when every intermediate result has exactly
 one use and is not a graph output, and when the fused op would not create a
-cycle (an extra operand reachable from the chain's head; networkx decides).
+cycle (an extra operand reachable from the chain's head: a walk down from the
+head that stops at ops placed after the extra operand's producer, since a
+path between two ops only passes through ops placed between them).
 
 Before / after (``fuse``)::
 
@@ -30,19 +33,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
-
 from ir.core import Graph, Op, Value
-from passes._rewrite import RuleTable, apply_rules, replace_op, single_use
+from passes._conv_fold import const_of as _const
+from passes._conv_fold import conv_and_channel_const, fold_into_conv
+from passes._rewrite import Rewriter, RuleTable, rewrite
 from passes.base import Pass, PassContext, register
 
 __all__ = ["RULES", "Fuse"]
-
-
-def _const(v: Value | None) -> np.ndarray | None:
-    if v is None or v.producer is None or v.producer.kind != "const":
-        return None
-    return v.producer.attrs["value"]
 
 
 def _annotations(op: Op) -> dict:
@@ -55,12 +52,28 @@ def creates_cycle(graph: Graph, head: Op, extras: Sequence[Value | None]) -> boo
     `head`'s result along another path."""
     producers = [v.producer for v in extras if v is not None and v.producer is not None
                  and v.producer.kind != "const"]
-    if not producers:
-        return False  # constants and graph inputs depend on nothing
-    import networkx as nx
+    return any(_reaches(graph, head, p) for p in producers)  # constants and inputs depend on nothing
 
-    dg = graph.to_networkx()
-    return any(p is head or nx.has_path(dg, head, p) for p in producers)
+
+def _reaches(graph: Graph, src: Op, dst: Op) -> bool:
+    """Is there a path of values from `src` to `dst`?  Ops are in a valid order,
+    so only ops placed between the two can be on it."""
+    ops = graph.ops
+    if src is dst:
+        return True
+    if not ops.comes_before(src, dst):
+        return False
+    limit = ops.key(dst)
+    seen, stack = {src}, [src]
+    while stack:
+        for r in stack.pop().results:
+            for u in r.uses:
+                if u.op is dst:
+                    return True
+                if u.op not in seen and ops.key(u.op) < limit:
+                    seen.add(u.op)
+                    stack.append(u.op)
+    return False
 
 
 def _bias_ok(mm: Value, b: Value) -> bool:
@@ -74,15 +87,15 @@ def _bias_ok(mm: Value, b: Value) -> bool:
     return c.shape == (1, n) and mm.type.rank >= 2
 
 
-def _matmul_bias(graph: Graph, add: Op) -> tuple[Op, Value] | None:
+def _matmul_bias(rw: Rewriter, add: Op) -> tuple[Op, Value] | None:
     """(MatMul, bias) when `add` is Add(MatMul(..), bias) fusable as one op."""
     if add.kind != "Add":
         return None
     for i in (0, 1):
         mm_v, b = add.operands[i], add.operands[1 - i]
         mm = mm_v.producer if mm_v is not None else None
-        if (mm is not None and mm.kind == "MatMul" and single_use(graph, mm_v) and _bias_ok(mm_v, b)
-                and add.result.type == mm_v.type and not creates_cycle(graph, mm, [b])):
+        if (mm is not None and mm.kind == "MatMul" and rw.single_use(mm_v) and _bias_ok(mm_v, b)
+                and add.result.type == mm_v.type and not creates_cycle(rw.graph, mm, [b])):
             return mm, b
     return None
 
@@ -94,99 +107,84 @@ def _plain_gemm(gemm: Op) -> bool:
             and float(a.get("beta", 1.0)) == 1.0)
 
 
-def _fuse(graph: Graph, last: Op, kind: str, operands: list, attrs: dict, ctx: PassContext, key: str) -> bool:
-    new = graph.add_op(kind, operands, attrs, before=last)
+def _fuse(rw: Rewriter, last: Op, kind: str, operands: list, attrs: dict, ctx: PassContext, key: str) -> bool:
+    new = rw.add_op(kind, operands, attrs, before=last)
     if new.result.type != last.result.type:  # broadcasting changed the shape: not the same computation
-        graph.erase(new)
+        rw.erase(new)
         return False
-    replace_op(graph, last, [new.result], inherit_names=True)
+    rw.replace_op(last, [new.result], inherit_names=True)
     ctx.count("fusion", key)
     return True
 
 
-def _relu_consumes(graph: Graph, v: Value) -> bool:
-    return single_use(graph, v) and v.uses[0].op.kind == "Relu"
+def _relu_consumes(rw: Rewriter, v: Value) -> bool:
+    return rw.single_use(v) and v.uses[0].op.kind == "Relu"
 
 
 # -- rules ---------------------------------------------------------------------------------
-def fuse_relu(graph: Graph, relu: Op, ctx: PassContext) -> bool:
+def fuse_relu(rw: Rewriter, relu: Op, ctx: PassContext) -> bool:
     x = relu.operands[0]
     p = x.producer
-    if p is None or not single_use(graph, x):
+    if p is None or not rw.single_use(x):
         return False
     if p.kind == "Add":
-        found = _matmul_bias(graph, p)
+        found = _matmul_bias(rw, p)
         if found:
             mm, b = found
-            return _fuse(graph, relu, "fused.matmul_add_relu", [*mm.operands, b], _annotations(mm), ctx,
+            return _fuse(rw, relu, "fused.matmul_add_relu", [*mm.operands, b], _annotations(mm), ctx,
                          "matmul_add_relu")
         return False
     if p.kind == "MatMul":
-        return _fuse(graph, relu, "fused.matmul_relu", list(p.operands), _annotations(p), ctx, "matmul_relu")
+        return _fuse(rw, relu, "fused.matmul_relu", list(p.operands), _annotations(p), ctx, "matmul_relu")
     if p.kind == "fused.matmul_add":
-        return _fuse(graph, relu, "fused.matmul_add_relu", list(p.operands), _annotations(p), ctx,
+        return _fuse(rw, relu, "fused.matmul_add_relu", list(p.operands), _annotations(p), ctx,
                      "matmul_add_relu")
     if p.kind == "Gemm" and _plain_gemm(p):
         c = p.operands[2] if len(p.operands) > 2 else None
         if c is None:
-            return _fuse(graph, relu, "fused.matmul_relu", p.operands[:2], _annotations(p), ctx, "matmul_relu")
+            return _fuse(rw, relu, "fused.matmul_relu", p.operands[:2], _annotations(p), ctx, "matmul_relu")
         if _bias_ok(x, c):
-            return _fuse(graph, relu, "fused.matmul_add_relu", list(p.operands), _annotations(p), ctx,
+            return _fuse(rw, relu, "fused.matmul_add_relu", list(p.operands), _annotations(p), ctx,
                          "matmul_add_relu")
         return False
     if p.kind == "Conv":
         attrs = {**p.attrs, "act": "relu"}
-        return _fuse(graph, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
+        return _fuse(rw, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
     if p.kind == "fused.conv" and p.attrs.get("act", "none") == "none":
         attrs = {**p.attrs, "act": "relu"}
-        return _fuse(graph, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
+        return _fuse(rw, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
     return False
 
 
-def fuse_matmul_add(graph: Graph, add: Op, ctx: PassContext) -> bool:
-    if _relu_consumes(graph, add.result) and _matmul_bias(graph, add):
+def fuse_matmul_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
+    if _relu_consumes(rw, add.result) and _matmul_bias(rw, add):
         return False  # the Relu rule fuses all three
-    found = _matmul_bias(graph, add)
+    found = _matmul_bias(rw, add)
     if not found:
         return False
     mm, b = found
-    return _fuse(graph, add, "fused.matmul_add", [*mm.operands, b], _annotations(mm), ctx, "matmul_add")
+    return _fuse(rw, add, "fused.matmul_add", [*mm.operands, b], _annotations(mm), ctx, "matmul_add")
 
 
-def fuse_conv_add(graph: Graph, add: Op, ctx: PassContext) -> bool:
+def fuse_conv_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
     """Add(Conv(x, w, b), c) with c a per-channel constant → Conv(x, w, b + c)."""
-    for i in (0, 1):
-        y, c = add.operands[i], add.operands[1 - i]
-        conv = y.producer if y is not None else None
-        cc = _const(c)
-        if conv is None or conv.kind not in ("Conv", "fused.conv") or cc is None or not single_use(graph, y):
-            continue
-        if conv.attrs.get("act", "none") != "none":
-            continue  # the activation comes before the Add
-        r, cout = y.type.rank, y.type.shape[1]
-        # padded to the result's rank, c must vary along the channel axis only
-        padded = (1,) * (r - cc.ndim) + cc.shape if cc.ndim <= r else None
-        per_channel = padded is not None and padded[1] == cout and cc.size == cout
-        if not per_channel or c.type.dtype != y.type.dtype:
-            continue
-        old_b = _const(conv.operands[2]) if len(conv.operands) > 2 and conv.operands[2] is not None else None
-        if len(conv.operands) > 2 and conv.operands[2] is not None and old_b is None:
-            continue
-        bias = cc.reshape(-1) + (0 if old_b is None else old_b.reshape(-1))
-        bv = graph.const(bias.astype(cc.dtype), name=f"{conv.result.name}_bias")
-        return _fuse(graph, add, conv.kind, [conv.operands[0], conv.operands[1], bv], dict(conv.attrs), ctx,
-                     "conv_add")
-    return False
+    hit = conv_and_channel_const(rw, add, kinds=("Conv", "fused.conv"))
+    if hit is None:
+        return False
+    conv, c = hit[0], hit[1]
+    fold_into_conv(rw, add, conv, None, c, weight_name="", bias_name=f"{conv.result.name}_bias")
+    ctx.count("fusion", "conv_add")
+    return True
 
 
-def fuse_gemm(graph: Graph, gemm: Op, ctx: PassContext) -> bool:
+def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
     """A plain Gemm canonicalize left alone (e.g. a non-constant weight)."""
     c = gemm.operands[2] if len(gemm.operands) > 2 else None
     if not _plain_gemm(gemm) or c is None or not _bias_ok(gemm.result, c):
         return False
-    if _relu_consumes(graph, gemm.result):
+    if _relu_consumes(rw, gemm.result):
         return False  # the Relu rule fuses both
-    return _fuse(graph, gemm, "fused.matmul_add", list(gemm.operands), _annotations(gemm), ctx, "matmul_add")
+    return _fuse(rw, gemm, "fused.matmul_add", list(gemm.operands), _annotations(gemm), ctx, "matmul_add")
 
 
 RULES: RuleTable = {
@@ -204,4 +202,4 @@ class Fuse(Pass):
     name: ClassVar[str] = "fuse"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        return apply_rules(graph, RULES, ctx)
+        return rewrite(graph, RULES, ctx)

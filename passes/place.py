@@ -30,16 +30,16 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from passes.target.cost import ENGINES, cube_dtype, gemm_dims, op_seconds
-from passes.target.soc import Soc, load_soc
 from ir.core import Graph, Op
-from ir.registry import CUBE, SHAPE_FROM_DATA, VIEW, lookup
+from ir.registry import CUBE, ENGINES, SHAPE_FROM_DATA, VECTOR, VIEW, gemm_dims, lookup
 from ir.types import DType
 from passes.base import Pass, PassContext, PassError, register
+from passes.target.cost import cube_dtype, op_seconds
+from passes.target.soc import Soc, load_soc
 
-__all__ = ["IMPLMODES", "Decision", "PlacePass", "decide", "parse_overrides"]
+__all__ = ["IMPLMODES", "Decision", "PlacePass", "decide", "estimate", "parse_overrides"]
 
 IMPLMODES = ("high_performance", "high_precision")
 
@@ -64,7 +64,8 @@ def _main_dtype(op: Op) -> DType:
 
 
 def _label(op: Op) -> str:
-    return {"MatMul": "matmul", "Gemm": "gemm", "Conv": "conv", "MatMulInteger": "matmul"}.get(op.kind, op.kind)
+    d = lookup(op.kind)
+    return d.label if d is not None else op.kind
 
 
 def parse_overrides(text: str | dict | None) -> dict[str, str]:
@@ -104,13 +105,13 @@ def _candidates(op: Op, soc: Soc, implmode: str) -> dict[str, str]:
     dt = _main_dtype(op)
     cands: dict[str, str] = {}
     g = gemm_dims(op)
-    if d is not None and d.has(CUBE) and g is not None:
+    if d is not None and d.runs_on(CUBE) and g is not None:
         cdt = cube_dtype(soc, dt)
         if cdt == dt.value:
             cands["cube"] = f"{_label(op)} {g.label} {_dtype_name(dt)} -> cube"
         elif cdt is not None and implmode == "high_performance":
             cands["cube"] = f"{_label(op)} {g.label} {_dtype_name(dt)} -> cube (as {cdt})"
-    if d is not None and op.kind in soc.vector_ops and soc.vector_supports(dt.value):
+    if d is not None and d.runs_on(VECTOR) and soc.vector_runs(op.kind, dt.value):
         cands["vector"] = f"{op.kind} {_dtype_name(dt)} -> vector"
     cands["aicpu"] = f"{op.kind} -> aicpu"
     return cands
@@ -147,7 +148,7 @@ def decide(op: Op, soc: Soc, implmode: str = "high_performance", overrides: dict
                 return Decision("vector", f"{_label(op)} {label} {dt} -> vector (cheaper than cube: "
                                           f"{vec_s * 1e6:.2f}us vs {cube_s * 1e6:.2f}us)", vec_s)
         return Decision("cube", cands["cube"], cube_s)
-    if d.has(CUBE) and "vector" in cands:
+    if d.runs_on(CUBE) and "vector" in cands:
         why = "high_precision keeps f32" if implmode == "high_precision" else f"no {dt} cube"
         g = gemm_dims(op)
         label = f" {g.label}" if g is not None else ""
@@ -155,9 +156,9 @@ def decide(op: Op, soc: Soc, implmode: str = "high_performance", overrides: dict
                         fallback=True)
     if "vector" in cands:
         return Decision("vector", cands["vector"], _secs(op, soc, "vector"))
-    if op.kind in soc.vector_ops:
+    if d.runs_on(VECTOR) and op.kind not in soc.vector_unsupported:
         reason = f"{op.kind}: {dt} not supported on vector -> aicpu"
-    elif d.has(CUBE):
+    elif d.runs_on(CUBE):
         reason = f"{_label(op)} {dt}: no cube or vector kernel -> aicpu"
     else:
         reason = f"{op.kind}: no vector kernel -> aicpu"
@@ -171,19 +172,42 @@ def _secs(op: Op, soc: Soc, engine: str) -> float:
         return 0.0
 
 
+def estimate(graph: Graph, soc: Soc | str | None = None) -> dict[str, Any]:
+    """Estimated latency of a graph: ops run one after another on their engine
+    (``engine`` attr, or what the place pass would choose if it has not run)."""
+    if not isinstance(soc, Soc):
+        soc = load_soc(soc)
+    per_op = []
+    total = 0.0
+    for op in graph.ops:
+        if op.kind == "const":
+            continue
+        engine = op.attrs.get("engine")
+        if engine not in ENGINES:
+            engine = decide(op, soc).engine
+        try:
+            cost = op_seconds(op, soc, engine)
+        except ValueError:  # e.g. a forced "cube" on a non-Cube op: price it as Vector
+            cost = op_seconds(op, soc, "vector")
+        name = op.results[0].name if op.results else op.kind
+        per_op.append({"op": name, "kind": op.kind, "engine": engine, "ms": cost.seconds * 1e3})
+        total += cost.seconds
+    return {"soc": soc.name, "total_ms": total * 1e3, "per_op": per_op}
+
+
 @register
 @dataclass
 class PlacePass(Pass):
     name: ClassVar[str] = "place"
-    op_select_implmode: str = ""  # "" -> ctx.options or high_performance
-    overrides: str = ""  # "Softmax=aicpu,MatMul=vector"; merged over ctx.options["overrides"]
+    op_select_implmode: str = ""  # "" -> ctx.options.op_select_implmode or high_performance
+    overrides: str = ""  # "Softmax=aicpu,MatMul=vector"; merged over ctx.options.op_engine
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         soc = ctx.soc if isinstance(ctx.soc, Soc) else load_soc(ctx.soc if isinstance(ctx.soc, str) else None)
-        implmode = self.op_select_implmode or ctx.options.get("op_select_implmode") or "high_performance"
+        implmode = self.op_select_implmode or ctx.options.op_select_implmode or "high_performance"
         if implmode not in IMPLMODES:
             raise PassError(f"place: op_select_implmode must be one of {', '.join(IMPLMODES)}, got {implmode!r}")
-        overrides = parse_overrides(ctx.options.get("overrides"))
+        overrides = parse_overrides(ctx.options.op_engine)
         overrides.update(parse_overrides(self.overrides))
         changed = False
         for op in graph.ops:

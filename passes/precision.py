@@ -1,13 +1,13 @@
 """cast-precision: run Cube ops (and, for ``force_fp16``, the Vector ops between them)
 in fp16, as ATC's ``--precision_mode`` fp16 modes do.
 
-Modes (``ctx.options["precision_mode"]``, or the pass option `mode`):
+Modes (``ctx.options.precision_mode``, or the pass option `mode`):
 
 - ``allow_fp32_to_fp16``: Cube ops take fp16 operands (weights stored as fp16
   constants, activations cast on the way in) and their results are cast back to
   fp32 at once; Vector ops stay fp32.
-- ``force_fp16``: as above, and the elementwise/pooling/data-movement ops in
-  `FP16_VECTOR` run in fp16 too, so activations stay fp16 between Cube ops.
+- ``force_fp16``: as above, and the ops declared `FP16_SAFE` (elementwise,
+  pooling, data movement) run in fp16 too, so activations stay fp16 between Cube ops.
 - anything else (``force_fp32``, ``must_keep_origin_dtype``, ``allow_quantize``): no change.
 
 The Cube accumulates in fp32 (the runtime's Cube kernels widen fp16 operands
@@ -31,22 +31,16 @@ from typing import ClassVar
 import numpy as np
 
 from ir.core import Graph, Op, Value
-from ir.registry import CUBE, lookup
+from ir.registry import CUBE, FP16_SAFE, lookup
 from ir.types import DType
 from passes._rewrite import apply_rules, is_output, rename
 from passes.base import Pass, PassContext, register
 from passes.quantize import kept, parse_keep_dtype
 
-__all__ = ["FP16_MODES", "FP16_VECTOR", "CastPrecision"]
+__all__ = ["FP16_MODES", "CastPrecision"]
 
 FP16_MODES = ("force_fp16", "allow_fp32_to_fp16")
 F16, F32 = DType.f16.onnx, DType.f32.onnx
-# Vector ops that force_fp16 runs in fp16: exact or well-conditioned in fp16
-# (Softmax, normalizations and reductions keep fp32: exp/sums overflow fp16's range).
-FP16_VECTOR = frozenset({
-    "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Add", "Sub", "Mul", "Div", "MaxPool", "AveragePool",
-    "GlobalAveragePool", "GlobalMaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Concat",
-})
 
 
 def _target(op: Op, mode: str) -> bool:
@@ -55,7 +49,9 @@ def _target(op: Op, mode: str) -> bool:
         return False
     if not any(r.type.dtype is DType.f32 for r in op.results):
         return False
-    return d.has(CUBE) or (mode == "force_fp16" and op.kind in FP16_VECTOR)
+    # force_fp16 also runs the Vector ops declared FP16_SAFE in fp16 (Softmax, normalizations and
+    # reductions are not: exp/sums overflow fp16's range)
+    return d.runs_on(CUBE) or (mode == "force_fp16" and d.has(FP16_SAFE))
 
 
 def _convert(graph: Graph, op: Op, casts: dict[int, Value], consts: dict[int, Value]) -> bool:
@@ -72,7 +68,7 @@ def _convert(graph: Graph, op: Op, casts: dict[int, Value], consts: dict[int, Va
                 casts[id(v)] = graph.add_op("Cast", [v], {"to": F16}, names=[f"{v.name}_f16"], before=op).result
             operands.append(casts[id(v)])
     attrs = dict(op.attrs)
-    if lookup(op.kind).has(CUBE):  # type: ignore[union-attr]
+    if lookup(op.kind).runs_on(CUBE):  # type: ignore[union-attr]
         attrs["precision"] = "fp16"
     try:
         new = graph.add_op(op.kind, operands, attrs, before=op, names=[f"{r.name}_f16" for r in op.results])
@@ -116,13 +112,13 @@ def fold_cast_pair(graph: Graph, op: Op, ctx: PassContext) -> bool:
 @dataclass
 class CastPrecision(Pass):
     name: ClassVar[str] = "cast-precision"
-    mode: str = ""  # overrides ctx.options["precision_mode"]
+    mode: str = ""  # overrides ctx.options.precision_mode
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        mode = self.mode or ctx.options.get("precision_mode") or ""
+        mode = self.mode or ctx.options.precision_mode or ""
         if mode not in FP16_MODES:
             return False
-        keep = parse_keep_dtype(ctx.options.get("keep_dtype"))
+        keep = parse_keep_dtype(ctx.options.keep_dtype)
         casts: dict[int, Value] = {}
         consts: dict[int, Value] = {}
         changed = False

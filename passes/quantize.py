@@ -1,84 +1,87 @@
-"""quantize: INT8 post-training quantization of Cube ops.
+"""quantize: INT8 post-training quantization of Cube ops (symmetric, zero point 0).
 
-Each Cube op (MatMul, Gemm, Conv, fused.matmul_*, fused.conv) whose input
-activation has a calibrated range and whose weight is a constant becomes an
-integer Cube op: the activation is quantized per tensor (``scale = amax / 127``),
-the weight is stored as int8 with one scale per output channel, the bias as
-int32 in the accumulator's scale (``x_scale * w_scale[n]``), and the epilogue
-dequantizes (see ``ir/ops/quant.py``):
+Int8 weights take a quarter of the bytes of f32 ones and the Cube unit's int8
+path is its fastest, so every Cube op the pass can quantize (`quantizable`: an
+op whose declaration gives it a quantization role — MatMul, Gemm, Conv and their
+``fused.*`` forms — with an f32 activation, a constant f32 weight and a
+constant per-channel bias or none) whose input activation has a calibrated
+range becomes an integer Cube op:
 
-    %h = fused.matmul_add_relu(%x, %w, %b) : (tensor<Nx64xf32>, tensor<64x32xf32>, tensor<32xf32>) -> tensor<Nx32xf32>
+- the activation is quantized per tensor, ``scale = amax / 127``;
+- the weight is stored as int8 with one scale per output channel (its own amax);
+- the bias as int32 in the accumulator's scale, ``x_scale * w_scale[n]``;
+- the epilogue applies the activation and dequantizes (see ``ir/ops/quant.py``).
+
+The integer op keeps the float op's result name, so dumps, `atcpy-compare` and
+the accuracy report pair layers by name:
+
+    %h = fused.matmul_add_relu(%x, %w, %b) : (tensor<8x64xf32>, tensor<64x32xf32>, tensor<32xf32>) -> tensor<8x32xf32>
       ==>
-    %x_q = quant.quantize(%x) {scale = 0.0315} : (tensor<Nx64xf32>) -> tensor<Nx64xi8>
-    %h = quant.matmul(%x_q, %w_q, %b_q, %w_scale) {act = "relu", out = "f32", x_scale = 0.0315}
-        : (tensor<Nx64xi8>, tensor<64x32xi8>, tensor<32xi32>, tensor<32xf32>) -> tensor<Nx32xf32>
+    %x_q = quant.quantize(%x) {axis = 0, scale = 0.0315} : (tensor<8x64xf32>) -> tensor<8x64xi8>
+    %h = quant.matmul(%x_q, %w_q, %w_bias_q, %w_scale) {act = "relu", out = "f32", precision = "int8", x_scale = 0.0315}
+        : (tensor<8x64xi8>, tensor<64x32xi8>, tensor<32xi32>, tensor<32xf32>) -> tensor<8x32xf32>
 
-The result keeps the float op's name (the accuracy report pairs layers by name).
-Then, to a fixed point:
+Then quantize/dequantize pairs are folded to a fixed point (`FOLD_RULES`), so
+int8 data flows from one integer layer to the next without an f32 round trip:
 
 - requantize fusion: an integer Cube op whose f32 result only feeds quantizes
-  of one scale produces int8 directly (``out = "i8", y_scale = s``);
-- quantize hoisting: ``quantize(Reshape(v))`` → ``Reshape(quantize(v))`` (also
-  Flatten, Squeeze, Unsqueeze, Transpose: they move elements without changing
-  them) when that lets the quantize meet an integer Cube op;
-- ``quantize(dequantize(q, s), s)`` → ``q``; with different scales →
+  of one scale produces int8 itself (``out = "i8", y_scale = s``);
+- quantize hoisting: ``quantize(Reshape(v))`` → ``Reshape(quantize(v))`` (any
+  op declared as moving elements without changing them: Flatten, Squeeze,
+  Transpose, ...) when that lets the quantize meet an integer Cube op;
+- ``quantize(dequantize(q, s), s)`` → ``q``; with another scale,
   ``quant.requantize(q) {scale, to_scale}``.
 
-Weights are rounded by GPTQ (``gptq``, on by default; see `passes._gptq`):
-on the same grid (scale = amax/127 of each output channel, codes in
-[-127, 127]) each weight's rounding error is compensated on the weights of its
-output channel not yet rounded, by the inverse of the layer's calibration
-input second moment ``H = Σ x xᵀ`` (im2col windows for a Conv), so the layer's
-output error on real inputs drops; a row keeps plain rounding where that is not
-worse, and exact zeros stay zero.  ``H`` is gathered on bias correction's sweep
-(the inputs clipped to their calibrated range); with bias correction on it is
-centred (the mean error is the bias's job).  ``gptq_damp`` (0.01 of the mean
-diagonal) regularizes ``H``; layers with more than ``gptq_max_columns`` (2048)
-input columns keep plain rounding.  With it, on the digits models of
-bench/int8_accuracy.py (5-fold x 3), the output cosine rises for every method
-(CNN max 0.999937 -> 0.999941) and INT8-vs-FP32 prediction flips drop
-(41 -> 31 over both models and the three methods), for about 4 ms of compile
-(light squeezenet, 26 layers, 8 samples: 0.4 s -> 1.0 s).
-
-    %w1_q = const() {value = dense<[127, 25, 3, -51, 76, 127]> ...}   // plain: -0.2 -> -51
+    %h = quant.matmul(%x_q, %w_q, %w_bias_q, %w_scale) {out = "f32", ...} : (...) -> tensor<8x32xf32>
+    %r = Reshape(%h, %s) : (tensor<8x32xf32>, tensor<2xi64>) -> tensor<8x32xf32>
+    %r_q = quant.quantize(%r) {axis = 0, scale = 0.05} : (tensor<8x32xf32>) -> tensor<8x32xi8>
       ==>
-    %w1_q = const() {value = dense<[127, 25, 3, -50, 76, 127]> ...}   // GPTQ: 0.1 rounded down, -0.2 up
+    %h = quant.matmul(%x_q, %w_q, %w_bias_q, %w_scale) {out = "i8", y_scale = 0.05, ...} : (...) -> tensor<8x32xi8>
+    %r_q = Reshape(%h, %s) : (tensor<8x32xi8>, tensor<2xi64>) -> tensor<8x32xi8>
 
-Activation equalization (``equalize``, off by default; see
-`passes._equalize`) runs first, on the float graph: between two Cube layers
-joined through ReLU/MaxPool/Flatten it scales the first layer's output channels
-by ``s = sqrt(w_c / r_c)`` and the second's input channels by ``1 / s``, from
-one sweep of the calibration samples, and only then are ranges calibrated.
-Measured on bench/int8_accuracy.py (5-fold x 3) it cuts the CNN's output error
-by about 30% (cosine 0.999941 -> 0.999958 with max) but makes the MLP's worse
-(0.999959 -> 0.999954; percentile 0.999975 -> 0.999940): each dense channel's
-range comes from as few maxima as there are samples, and on unseen data the
-channels it scaled up clip.  So it is opt-in (``quantize{equalize=true}``); it
-needs samples before calibration (the compile's ``calibration_samples``, or
-``bias_samples`` in IR tests) and is skipped when ranges were given.
+Rounding to a grid loses less when the pass can see real inputs, so with
+calibration samples it also (each step documented in its module):
 
-Measured on bench/int8_accuracy.py (5-fold x 3) and left out: *sequential*
-calibration (each layer's range, GPTQ ``H`` and bias statistics taken with the
-layers above it already int8) — MLP cosine up (max 0.999959 -> 0.999965) but
-CNN unchanged (0.999941) and its top-1 down (max 97.57 -> 97.53, percentile
-97.59 -> 97.55); GPTQ fitted on the int8 inputs (``w' = w C H̃⁻¹`` with
-``C = Σ x x̃ᵀ``, then rounded on ``H̃``, so weights absorb activation rounding)
-— cosine down for every method (CNN max 0.999941 -> 0.999937, top-1 97.57 ->
-97.48): on 200 samples the fit does not carry over.
+1. `passes._equalize` (``equalize``, off by default): before ranges are
+   measured, rescales the channels between two Cube layers joined through
+   ReLU/MaxPool/Flatten so one per-tensor activation scale fits them all.  It
+   helps convolutional models and can hurt dense ones calibrated on few samples
+   (bench/int8_accuracy.py measures both), hence opt-in;
+2. `passes._gptq` (``gptq``, on): rounds each weight row on the same grid while
+   compensating the rounding error on the weights not yet rounded, by the
+   inverse of the layer's input second moment ``H = Σ x xᵀ``;
+3. `passes._bias_correction` (``bias_correction``, on): folds each layer's mean
+   output shift ``E[y_float - y_int8]`` into its int32 bias (renamed
+   ``<weight>_bias_c``).
 
-Last, bias correction (``bias_correction``, on by default; see
-`passes._bias_correction`): each integer op's int32 bias absorbs the mean shift
-``E[y_float - y_int8]`` its own quantization causes, measured on the calibration
-samples (the corrected bias is named ``<weight>_bias_c``).
+GPTQ and bias correction share one sweep of the float model over the samples.
 
-Options (``ctx.options``): ``calibration`` = {value name: amax} or
-``calibrator`` = fn(graph) -> {value name: amax} (see `compiler.calibration`);
-``keep_dtype`` = op names, result names or ``OpType::Kind`` to leave in float;
-``precision_mode`` (the pass only acts for ``allow_quantize`` when it is set).
-`default_amax` (pass option) gives uncalibrated activations a range — for
-hand-written IR tests: ``quantize{default_amax=4.0}``; there `bias_samples`
-draws that many seeded random inputs (uniform in ``±default_amax``) for bias
-correction to measure on: ``quantize{default_amax=4.0, bias_samples=64}``.
+Calibration comes from outside: passes never import the driver, so the pass
+asks a `passes.calibrator.Calibrator` for ranges (on the graph as the pass sees
+it, after fusion and equalization) and for sweeps over the samples.  An op
+whose activation has no range stays in float, with a diagnostic.
+
+Compile options (``ctx.options``, `passes.options.PassOptions`):
+
+- ``calibrator``: the compile's calibrator (`compiler.calibration.compile_calibrator`
+  builds it from ``--calibration_data``);
+- ``calibration``: ranges given directly, ``{value name: amax}`` or a
+  `Calibrator` (tests, the Python API); it wins over ``calibrator``;
+- ``keep_dtype``: op names, result names or ``OpType::Kind`` to leave in float;
+- ``precision_mode``: when set, the pass acts only for ``allow_quantize``.
+
+Pass options (``quantize{...}`` in a pipeline): ``equalize``, ``gptq``,
+``gptq_centered``, ``gptq_damp``, ``gptq_max_columns``, ``bias_correction`` and
+``fold`` switch and tune the steps above.  For hand-written IR without
+calibration data, ``default_amax`` gives every activation without a range that
+range and ``bias_samples`` draws that many seeded random inputs (uniform in
+``±default_amax``) for the sample-based steps:
+``quantize{default_amax=4.0, bias_samples=64}``.
+
+Results: counters in ``ctx.stats["quantization"]`` (``quantized_ops``,
+``gptq_layers``, ``requantize_fused``, ``quantize_hoisted``, ``qdq_folded``,
+``equalized_layers``, ``bias_corrected``) and ``ctx.equalized``, the per-channel
+scales equalization left in layer outputs (the accuracy report divides them out).
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ import numpy as np
 
 from ir.core import Graph, Op, Value
 from ir.ops.core import CONV_ATTRS
+from ir.ops.quant import INT_CUBE_KINDS
+from ir.registry import MOVES_DATA, lookup
 from ir.types import DType
 from ir.verifier import ANNOTATIONS
 from passes._bias_correction import Layer, Sweep, correct_biases, measure
@@ -97,19 +102,12 @@ from passes._equalize import equalize
 from passes._gptq import Hessian, gptq_rows
 from passes._rewrite import apply_rules, rename, replace_op
 from passes.base import Pass, PassContext, register
+from passes.calibrator import Calibrator, as_calibrator, synthetic
 from runtime.kernels.quant import quantize as quantize_array
 from runtime.kernels.quant import scale_from_amax
 
-__all__ = ["CUBE_KINDS", "Quantize", "kept", "parse_keep_dtype"]
+__all__ = ["Quantize", "kept", "parse_keep_dtype", "quantizable"]
 
-MATMUL_KINDS = ("MatMul", "Gemm", "fused.matmul_add_relu", "fused.matmul_add", "fused.matmul_relu")
-CONV_KINDS = ("Conv", "fused.conv")
-CUBE_KINDS = MATMUL_KINDS + CONV_KINDS
-# ops that move elements without changing them: quantize commutes with them exactly
-MOVERS = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose")
-# the ONNX type a fused op came from, for keep_dtype's ``OpType::X``
-ORIGIN = {"fused.matmul_add_relu": "MatMul", "fused.matmul_add": "MatMul", "fused.matmul_relu": "MatMul",
-          "fused.conv": "Conv"}
 INT32 = np.iinfo(np.int32)
 
 
@@ -131,7 +129,8 @@ def kept(op: Op, keep: set[str]) -> bool:
     if not keep:
         return False
     names = {op.attrs.get("name")} | {r.name for r in op.results}
-    kinds = {op.kind, ORIGIN.get(op.kind, op.kind)}
+    d = lookup(op.kind)
+    kinds = {op.kind, d.origin if d is not None else op.kind}
     return bool(names & keep) or any(f"OpType::{k}" in keep for k in kinds)
 
 
@@ -146,6 +145,12 @@ class _Plan:
     attrs: dict[str, Any]
 
 
+def _moves_data(op: Op) -> bool:
+    """The op moves elements without changing them: a quantize commutes with it exactly."""
+    d = lookup(op.kind)
+    return d is not None and d.has(MOVES_DATA)
+
+
 def _per_channel(b: np.ndarray | None, n: int) -> np.ndarray | None | bool:
     """A bias as [n] floats; False when it is not a per-output-channel vector."""
     if b is None:
@@ -158,10 +163,12 @@ def _per_channel(b: np.ndarray | None, n: int) -> np.ndarray | None | bool:
 
 
 def _plan(op: Op) -> _Plan | None:
-    if op.kind not in CUBE_KINDS or not op.operands or op.operands[0] is None:
+    d = lookup(op.kind)
+    role = d.quant if d is not None else None
+    if role is None or not op.operands or op.operands[0] is None:
         return None
     x = op.operands[0]
-    w = op.operand_const(1)
+    w = op.operand_const(role.weight)
     if x.type.dtype is not DType.f32 or w is None or w.dtype != np.float32:
         return None
     bias_v = op.operands[2] if len(op.operands) > 2 else None
@@ -169,17 +176,16 @@ def _plan(op: Op) -> _Plan | None:
     if bias_v is not None and b is None:
         return None  # a computed bias: leave the op in float
     keep = {k: v for k, v in op.attrs.items() if k in ANNOTATIONS or k.startswith("_")}
-    if op.kind in CONV_KINDS:
+    if role.to == "quant.conv":
         if w.ndim != x.type.rank or w.ndim < 3:
             return None
         bias = _per_channel(b, w.shape[0])
         if bias is False:
             return None
         conv = {k: op.attrs[k] for k in CONV_ATTRS if op.attrs.get(k) is not None}
-        return _Plan("quant.conv", w, bias, op.attrs.get("act", "none"), {**keep, **conv})  # type: ignore[arg-type]
+        return _Plan(role.to, w, bias, op.attrs.get("act", role.act), {**keep, **conv})  # type: ignore[arg-type]
     if x.type.rank < 2 or w.ndim != 2:
         return None
-    act = "relu" if op.kind in ("fused.matmul_add_relu", "fused.matmul_relu") else "none"
     if op.kind == "Gemm":
         if op.attrs.get("transA"):
             return None
@@ -188,7 +194,7 @@ def _plan(op: Op) -> _Plan | None:
     bias = _per_channel(b, w.shape[1])
     if bias is False:
         return None
-    return _Plan("quant.matmul", np.ascontiguousarray(w, np.float32), bias, act, keep)  # type: ignore[arg-type]
+    return _Plan(role.to, np.ascontiguousarray(w, np.float32), bias, op.attrs.get("act", role.act), keep)  # type: ignore[arg-type]
 
 
 def _gptq_weight(plan: _Plan, sw: np.ndarray, hess: Hessian, damp: float, centered: bool) -> np.ndarray:
@@ -237,7 +243,7 @@ def _quantize_op(graph: Graph, op: Op, plan: _Plan, amax: float, cache: dict, ct
 # --- folding rules -------------------------------------------------------------------------
 def _int_cube(v: Value | None) -> Op | None:
     p = v.producer if v is not None else None
-    return p if p is not None and p.kind in ("quant.matmul", "quant.conv") else None
+    return p if p is not None and p.kind in INT_CUBE_KINDS else None
 
 
 def fuse_requantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
@@ -271,13 +277,13 @@ def hoist_quantize(graph: Graph, q: Op, ctx: PassContext) -> bool:
     """quantize(Reshape(v)) ==> Reshape(quantize(v)) when the chain above ends at an
     integer Cube op with an f32 result (so the requantize rule can then fire)."""
     mover = q.operands[0].producer  # type: ignore[union-attr]
-    if mover is None or mover.kind not in MOVERS or len(mover.results) != 1:
+    if mover is None or not _moves_data(mover) or len(mover.results) != 1:
         return False
     mv = mover.result
     if len(mv.uses) != 1 or any(o is mv for o in graph.outputs):
         return False
     top = mover.operands[0]
-    while top is not None and top.producer is not None and top.producer.kind in MOVERS:
+    while top is not None and top.producer is not None and _moves_data(top.producer):
         top = top.producer.operands[0]
     p = _int_cube(top)
     if p is None or p.attrs.get("out", "f32") != "f32":
@@ -314,27 +320,27 @@ FOLD_RULES = {"quant.quantize": [fold_dequantize, fuse_requantize, hoist_quantiz
 
 
 # --- the pass ---------------------------------------------------------------------------------
-def _calibration(graph: Graph, ctx: PassContext) -> tuple[dict[str, float], Any]:
-    """({value name: amax}, the calibration result or None)."""
-    cal = ctx.options.get("calibration")
-    if cal is None and callable(ctx.options.get("calibrator")):
-        cal = ctx.options["calibrator"](graph, ctx)
-        ctx.options["calibration"] = cal
+def quantizable(op: Op, keep: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether the pass turns `op` into an integer Cube op once its input activation
+    (``op.operands[0]``) has a range: a Cube op with an f32 activation, a constant
+    f32 weight and a constant per-channel bias or none, not kept in float by
+    `keep` (see `parse_keep_dtype`).  Calibration measures exactly these inputs."""
+    return _plan(op) is not None and not kept(op, keep)
+
+
+def _calibrator(ctx: PassContext) -> Calibrator | None:
+    """Ranges given directly (``options.calibration``: IR tests, the Python API),
+    else the driver's calibrator (``options.calibrator``), else none."""
+    if ctx.options.calibration is not None:
+        return as_calibrator(ctx.options.calibration)
+    return ctx.options.calibrator
+
+
+def _ranges(graph: Graph, cal: Calibrator | None) -> dict[str, float]:
+    """{value name: amax} for `graph` as the pass sees it (after equalization)."""
     if cal is None:
-        return {}, None
-    amax = getattr(cal, "amax", cal)
-    return {str(k): float(v) for k, v in amax.items()}, cal
-
-
-def _synthetic_sweep(graph: Graph, samples: int, amax: float) -> Sweep:
-    """Seeded random inputs for hand-written IR (symbolic dims taken as 1)."""
-    from compiler.calibration import DEFAULT_BATCH, CalibrationResult, batches, float_runner
-
-    rng = np.random.default_rng(0)
-    data = {v.name: rng.uniform(-amax, amax, [samples, *(d if isinstance(d, int) else 1 for d in v.type.shape[1:])])
-            .astype(v.type.dtype.numpy) for v in graph.inputs}
-    return CalibrationResult({}, "synthetic", samples, batches=batches(data, graph.inputs, DEFAULT_BATCH),
-                             runner=float_runner).sweep
+        return {}
+    return {str(k): float(v) for k, v in cal.ranges(graph).items()}
 
 
 def _layer(op: Op, plan: _Plan, amax: float, gptq_max_columns: int) -> Layer:
@@ -364,21 +370,22 @@ class Quantize(Pass):
     gptq_max_columns: int = 2048  # larger layers (K = Cin*kh*kw or K) keep plain rounding: H is K x K
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        mode = ctx.options.get("precision_mode")
+        mode = ctx.options.precision_mode
         if mode is not None and mode != "allow_quantize":
             return False
-        keep = parse_keep_dtype(ctx.options.get("keep_dtype"))
+        keep = parse_keep_dtype(ctx.options.keep_dtype)
         todo = [(op, p) for op in graph.ops if (p := _plan(op)) is not None and not kept(op, keep)]
         if not todo:
             return False
-        samples = self._samples(graph, ctx)
+        cal = _calibrator(ctx)
+        samples = self._samples(graph, cal)
         if samples is not None:
             done = equalize(graph, [op for op, _ in todo], samples)
             if done:
-                ctx.options.setdefault("equalized", {}).update(done)
+                ctx.equalized.update(done)
                 ctx.count("quantization", "equalized_layers", len(done))
                 todo = [(op, p) for op, _ in todo if (p := _plan(op)) is not None]
-        amax, cal = _calibration(graph, ctx)
+        amax = _ranges(graph, cal)
         todo_amax = []
         for op, plan in todo:
             x = op.operands[0]
@@ -406,25 +413,26 @@ class Quantize(Pass):
             graph.erase_dead()
         return True
 
-    def _samples(self, graph: Graph, ctx: PassContext) -> Sweep | None:
+    def _samples(self, graph: Graph, cal: Calibrator | None) -> Sweep | None:
         """How to run the float graph on calibration samples *before* ranges are
         measured, for equalization (which changes them); None when it is off or
-        the ranges were given already (they would be those of the graph before)."""
-        if not self.equalize or ctx.options.get("calibration") is not None:
+        the ranges are fixed already (they would be those of the graph before)."""
+        if not self.equalize or (cal is not None and not cal.measures_graph):
             return None
-        pending = ctx.options.get("calibration_samples")
-        if getattr(pending, "batches", None) and callable(ctx.options.get("calibrator")):
-            return pending.sweep
-        if self.bias_samples > 0 and self.default_amax > 0:
-            return _synthetic_sweep(graph, self.bias_samples, self.default_amax)
-        return None
+        if cal is not None and cal.samples:
+            return cal.sweep
+        return self._synthetic(graph)
 
-    def _sweep(self, graph: Graph, cal: Any) -> Sweep | None:
+    def _sweep(self, graph: Graph, cal: Calibrator | None) -> Sweep | None:
         """How to run graphs on calibration samples, when bias correction or GPTQ is on and there are some."""
         if not (self.bias_correction or self.gptq):
             return None
-        if getattr(cal, "batches", None) and getattr(cal, "runner", None) is not None:
+        if cal is not None and cal.samples:
             return cal.sweep
+        return self._synthetic(graph)
+
+    def _synthetic(self, graph: Graph) -> Sweep | None:
+        """Seeded random samples for hand-written IR: ``quantize{default_amax=4.0, bias_samples=64}``."""
         if self.bias_samples > 0 and self.default_amax > 0:
-            return _synthetic_sweep(graph, self.bias_samples, self.default_amax)
+            return synthetic(graph, self.bias_samples, self.default_amax).sweep
         return None

@@ -4,13 +4,14 @@ A Cube op (MatMul, Gemm, fused.matmul_*, Conv / fused.conv as implicit GEMM,
 and the integer forms quant.matmul / quant.conv / MatMulInteger) whose M, N or K
 exceeds `size` gets ``tile = [tm, tn, tk]`` (tile sizes, ``min(size, dim)``)
 and ``tiles = [nm, nn, nk]`` (tile counts, ceil division).  Tails are ragged:
-the last tile along a dim is shorter, not padded in the plan — the runtime's
-`tiled_matmul` computes it as is and the Cube hardware pads it to a fractal;
-the cost model charges that padding.  A symbolic dim (dynamic batch) gets a
-full-size tile and count ``-1`` (known at run time).  For 8-bit integer ops
-``tk`` is capped at 256 so each K-tile sums exactly in float32
-(``256 * 127 * 127 < 2**24``).  ConvTranspose is not tiled (its runtime kernel
-is not a single GEMM).
+the last tile along a dim is shorter, not padded in the plan — the Cube
+hardware pads it to a fractal and the cost model charges that padding.  The
+runtime follows the plan tile by tile only for integer products (there tk bounds
+the partial sums float32 BLAS computes exactly); float products run as one BLAS
+call.  A symbolic dim (dynamic batch) gets a full-size tile and count ``-1``
+(known at run time).  For 8-bit integer ops ``tk`` is capped at 256 so each
+K-tile sums exactly in float32 (``256 * 127 * 127 < 2**24``).  ConvTranspose is
+not tiled (its runtime kernel is not a single GEMM).
 
     %y = MatMul(%a, %b) : (tensor<4096x128xf32>, tensor<128x4096xf32>) -> tensor<4096x4096xf32>
     // tile{size=256} ==>
@@ -24,8 +25,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from passes.target.cost import gemm_dims
 from ir.core import Graph
+from ir.registry import gemm_dims
 from passes.base import Pass, PassContext, PassError, register
 
 __all__ = ["INT8_MAX_TK", "TilePass"]

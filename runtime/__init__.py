@@ -1,7 +1,10 @@
 """The NumPy runtime: load an `.om` executable and run it (`Session`, `atcpy-run`).
 
-The runtime imports nothing compile-side: `runtime.om` reads the file,
-`runtime.kernels` holds the kernels (``onnx.reference`` only for AICPU steps).
+The runtime imports nothing from `compiler`, `passes` or `codegen`, only `ir`'s
+declarations (dtypes, the annotation attributes): `runtime.om` reads the file,
+`runtime.kernels` holds the kernels, and `runtime.kernels.aicpu` is the ONNX
+bridge (``onnx.reference``) that runs AICPU steps and that the passes reuse to
+fold constants.
 """
 
 from __future__ import annotations

@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import InputError, OmFormatError, RuntimeFailure
-from runtime.om import write_atomic
+from runtime.om import np_dtype, write_atomic
 
-__all__ = ["load_inputs", "main", "safe_filename", "write_atomic"]
+__all__ = ["load_inputs", "main", "safe_filename"]
 
 
 class _UsageError(Exception):
@@ -43,7 +43,7 @@ def safe_filename(name: str) -> str:
     return s or "output"
 
 
-def _load_one(path: Path, spec, np_dtype) -> np.ndarray:
+def _load_one(path: Path, spec) -> np.ndarray:
     suffix = path.suffix.lower()
     try:
         if suffix == ".npy":
@@ -64,8 +64,6 @@ def _load_one(path: Path, spec, np_dtype) -> np.ndarray:
 
 
 def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
-    from runtime.om import np_dtype
-
     feeds: dict[str, np.ndarray] = {}
     names = [s.name for s in specs]
     if len(paths) == 1 and paths[0].lower().endswith(".npz"):
@@ -85,7 +83,7 @@ def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
         path = Path(p)
         if not path.is_file():
             raise InputError(f"{p}: no such input file")
-        feeds[spec.name] = _load_one(path, spec, np_dtype)
+        feeds[spec.name] = _load_one(path, spec)
     return feeds
 
 

@@ -48,10 +48,12 @@ __all__ = [
     "MAGIC",
     "Executable",
     "decode_json_value",
+    "dtype_name",
     "encode_json_value",
     "load_executable",
     "np_dtype",
     "read_om",
+    "write_atomic",
     "write_om",
 ]
 
@@ -79,7 +81,8 @@ def np_dtype(name: str) -> np.dtype:
         raise OmFormatError(f"unknown dtype {name!r}") from None
 
 
-def _ir_dtype_name(dt: np.dtype) -> str:
+def dtype_name(dt: np.dtype) -> str:
+    """The IR dtype name of a numpy dtype (float32 -> ``"f32"``); the inverse of `np_dtype`."""
     dt = np.dtype(dt)
     if dt.kind in "OUS":
         return "str"
@@ -186,7 +189,7 @@ class Executable:
 
     def weight_index(self) -> dict[str, dict[str, Any]]:
         return {
-            k: {"dtype": _ir_dtype_name(v.dtype), "shape": list(v.shape), "nbytes": int(v.nbytes)}
+            k: {"dtype": dtype_name(v.dtype), "shape": list(v.shape), "nbytes": int(v.nbytes)}
             for k, v in self.weights.items()
         }
 
@@ -194,42 +197,6 @@ class Executable:
         """What ``atcpy --mode=1`` writes: header (program, plan, report) + weight index, no bytes."""
         return {"format": {"magic": MAGIC.rstrip(b"\0").decode(), "version": FORMAT_VERSION},
                 **self.header, "weights": self.weight_index()}
-
-    def summary(self) -> str:
-        """What ``atcpy --mode=6`` prints: the compile report kept in the header."""
-        h = self.header
-        rep = h.get("report", {})
-        lines = [f"model: {h.get('model', '?')}", f"soc_version: {h.get('soc_version', '?')}",
-                 f"format: .om v{FORMAT_VERSION}"]
-        prog = h.get("program", {})
-        lines.append(f"steps: {len(prog.get('steps', []))}  inputs: "
-                     + ", ".join(f"{i['name']}:{_fmt_t(i)}" for i in prog.get("inputs", []))
-                     + "  outputs: " + ", ".join(f"{o['name']}:{_fmt_t(o)}" for o in prog.get("outputs", [])))
-        for key in sorted(rep):
-            val = rep[key]
-            if isinstance(val, dict):
-                inner = ", ".join(f"{k}={_fmt_v(v)}" for k, v in val.items())
-                lines.append(f"{key}: {inner}")
-            elif isinstance(val, list):
-                lines.append(f"{key}: {len(val)} entries")
-                for item in val:
-                    lines.append("  " + (", ".join(f"{k}={_fmt_v(v)}" for k, v in item.items())
-                                         if isinstance(item, dict) else _fmt_v(item)))
-            else:
-                lines.append(f"{key}: {_fmt_v(val)}")
-        return "\n".join(lines)
-
-
-def _fmt_t(d: dict[str, Any]) -> str:
-    return "x".join(str(s) for s in d["shape"]) + ("x" if d["shape"] else "") + d["dtype"]
-
-
-def _fmt_v(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{k}={_fmt_v(x)}" for k, x in v.items()) + "}"
-    return str(v)
 
 
 # --- writer -------------------------------------------------------------------------------
@@ -255,7 +222,7 @@ def write_om(header: dict[str, Any], weights: dict[str, np.ndarray]) -> bytes:
     pos = 0
     for name, arr in weights.items():
         arr = np.asarray(arr)
-        dname = _ir_dtype_name(arr.dtype)
+        dname = dtype_name(arr.dtype)
         if dname == "str":
             # strings have no fixed-width bytes; they live in the index itself
             index[name] = {"dtype": "str", "shape": list(arr.shape), "strings": [str(s) for s in arr.reshape(-1)]}

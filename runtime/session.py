@@ -33,9 +33,9 @@ import numpy as np
 
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
-from runtime.kernels.matmul import CUBE_KERNELS, Scratch
+from runtime.kernels.matmul import Scratch
 from runtime.kernels.movement import concat_in_place
-from runtime.om import Executable, np_dtype
+from runtime.om import Executable, dtype_name, np_dtype, write_atomic
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
 
@@ -109,8 +109,6 @@ class Profile:
         return {"traceEvents": events, "displayTimeUnit": "ms"}
 
     def write_chrome_trace(self, path: str | os.PathLike) -> Path:
-        from runtime.cli import write_atomic
-
         path = Path(path)
         write_atomic(path, json.dumps(self.chrome_trace(), indent=1).encode())
         return path
@@ -132,10 +130,6 @@ class _Step:
     cost_cycles: float | None
 
 
-# deterministic in name only (training-mode Dropout draws a mask)
-_NEVER_FOLD = frozenset({"Dropout", "Multinomial", "Bernoulli"})
-
-
 def _ptr(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
@@ -150,44 +144,10 @@ class Session:
 
     # -- loading ------------------------------------------------------------------
     def _bind(self) -> None:
-        exe = self.executable
-        prog = exe.program
+        prog = self.executable.program
         acts = prog["activations"]
-        weights = exe.weights
-        arena_bytes = int(exe.header.get("memory", {}).get("arena_bytes", 0))
-        need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
-        # 64-byte aligned base so every planned offset keeps its alignment
-        raw = np.zeros(need + 64, dtype=np.uint8)
-        base = (-_ptr(raw)) % 64
-        self.arena = raw[base: base + need]
-        self._raw = raw
-        n_act = len(acts)
-        wnames = list(weights)
-        widx = {w: n_act + i for i, w in enumerate(wnames)}
-        env: list[Any] = [None] * (n_act + len(wnames))
-        self._static = [False] * len(env)
-        for i, a in enumerate(acts):
-            if a["offset"] >= 0:
-                dt = np_dtype(a["dtype"])
-                env[i] = self.arena[a["offset"]: a["offset"] + a["nbytes"]].view(dt).reshape(a["shape"])
-                self._static[i] = True
-        for w, i in widx.items():
-            env[i] = weights[w]
-            self._static[i] = True
-        self._env = env
-
-        def slot_of(ref: list[Any] | None) -> int:
-            if ref is None:
-                return -1
-            return ref[1] if ref[0] == "a" else widx[ref[1]]
-
-        def resolve(v: Any) -> Any:
-            if isinstance(v, dict) and len(v) == 1 and "$weight" in v:
-                return weights[v["$weight"]]
-            if isinstance(v, list):
-                return [resolve(x) for x in v]
-            return v
-
+        self._widx = {w: len(acts) + i for i, w in enumerate(self.executable.weights)}
+        self._alloc(acts)
         # one set of work buffers (im2col columns, padded inputs, partial products) shared by
         # the Cube steps: sized by the first run, reused by every later one
         self._scratch = Scratch()
@@ -196,36 +156,73 @@ class Session:
         self.elided_steps: list[str] = []  # Concats whose operands already sit in their slices
         self._steps: list[_Step] = []
         for k, st in enumerate(prog["steps"]):
-            attrs = {key: resolve(v) for key, v in st["attrs"].items()}
-            if st["kernel"] in CUBE_KERNELS:
-                attrs["_scratch"] = self._scratch
-            if "opset" in st:
-                attrs["_opset"] = st["opset"]
-            attrs["_n_outputs"] = len(st["outputs"])
-            in_idx = [slot_of(r) for r in st["inputs"]]
-            in_types = [(None, None) if r is None else
-                        (acts[r[1]]["dtype"], acts[r[1]]["shape"]) if r[0] == "a" else
-                        (_dtype_name(weights[r[1]]), list(weights[r[1]].shape)) for r in st["inputs"]]
-            fn = self._kernel_for(st, attrs, in_types)
-            outs = [env[i] if self._static[i] else None for i in st["outputs"]]
-            ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
-            if self._fold(st, fn, attrs, in_idx, n_act, acts):
-                continue
-            if st["kernel"] == "Concat" and ins is not None and concat_in_place(ins, attrs, outs[0]):
-                self.elided_steps.append(st["name"])  # its operands were produced in place
-                continue
-            cc = st["attrs"].get("cost_cycles")
-            self._steps.append(_Step(
-                k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
-                [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
-            ))
+            step = self._bind_step(k, st, acts)
+            if step is not None:
+                self._steps.append(step)
         self._inputs = [NodeArg(i["name"], i["shape"], _ORT_TYPES.get(i["dtype"], i["dtype"]), i["dtype"])
                         for i in prog["inputs"]]
         self._input_acts = [i["act"] for i in prog["inputs"]]
         self._outputs = [NodeArg(o["name"], o["shape"], _ORT_TYPES.get(o["dtype"], o["dtype"]), o["dtype"])
                          for o in prog["outputs"]]
-        self._output_slots = [slot_of(o["ref"]) for o in prog["outputs"]]
+        self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
+
+    def _alloc(self, acts: list[dict[str, Any]]) -> None:
+        """The arena and the value table: a view into the arena for each planned
+        activation, then the weights (read-only views into the loaded file)."""
+        weights = self.executable.weights
+        arena_bytes = int(self.executable.header.get("memory", {}).get("arena_bytes", 0))
+        need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
+        # 64-byte aligned base so every planned offset keeps its alignment
+        raw = np.zeros(need + 64, dtype=np.uint8)
+        base = (-_ptr(raw)) % 64
+        self.arena = raw[base: base + need]
+        self._raw = raw
+        env: list[Any] = [None] * (len(acts) + len(weights))
+        self._static = [False] * len(env)
+        for i, a in enumerate(acts):
+            if a["offset"] >= 0:
+                dt = np_dtype(a["dtype"])
+                env[i] = self.arena[a["offset"]: a["offset"] + a["nbytes"]].view(dt).reshape(a["shape"])
+                self._static[i] = True
+        for w, i in self._widx.items():
+            env[i] = weights[w]
+            self._static[i] = True
+        self._env = env
+
+    def _slot(self, ref: list[Any] | None) -> int:
+        """The value-table index of an operand reference (-1: absent)."""
+        if ref is None:
+            return -1
+        return ref[1] if ref[0] == "a" else self._widx[ref[1]]
+
+    def _bind_step(self, k: int, st: dict[str, Any], acts: list[dict[str, Any]]) -> _Step | None:
+        """Step `k` bound to its kernel and views; None when it was folded at load or
+        is a Concat with nothing to do."""
+        env = self._env
+        weights = self.executable.weights
+        attrs = {key: _resolve(v, weights) for key, v in st["attrs"].items()}
+        entry = lookup_kernel(st["kernel"])
+        if entry is not None and entry.scratch:
+            attrs["_scratch"] = self._scratch
+        if "opset" in st:
+            attrs["_opset"] = st["opset"]
+        attrs["_n_outputs"] = len(st["outputs"])
+        in_idx = [self._slot(r) for r in st["inputs"]]
+        in_types = [(None, None) if r is None else
+                    (acts[r[1]]["dtype"], acts[r[1]]["shape"]) if r[0] == "a" else
+                    (dtype_name(weights[r[1]].dtype), list(weights[r[1]].shape)) for r in st["inputs"]]
+        fn = self._kernel_for(st, attrs, in_types)
+        outs = [env[i] if self._static[i] else None for i in st["outputs"]]
+        ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
+        if self._fold(st, fn, attrs, in_idx, len(acts), acts):
+            return None
+        if st["kernel"] == "Concat" and ins is not None and concat_in_place(ins, attrs, outs[0]):
+            self.elided_steps.append(st["name"])  # its operands were produced in place
+            return None
+        cc = st["attrs"].get("cost_cycles")
+        return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
+                     [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None)
 
     def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
               acts: list[dict[str, Any]]) -> bool:
@@ -234,14 +231,14 @@ class Session:
 
         The model zoo's light models build their largest weights with ConstantOfShape
         (the compiler keeps those unfolded so the .om stays small); refilling them every
-        run cost up to half of the run.  Random ops are never folded; a step that fails
-        here stays in the program (and reports its error when run)."""
+        run cost up to half of the run.  Steps the compiler marked nondeterministic are
+        never folded; a step that fails here stays in the program (and reports its error
+        when run)."""
         env = self._env
         if not in_idx or any(i < 0 for i in in_idx) or any(
                 i < n_act and i not in self._folded_slots for i in in_idx):
             return False
-        kind = st["kernel"]
-        if "Random" in kind or kind in _NEVER_FOLD:
+        if st.get("nondeterministic"):
             return False
         try:
             res = list(fn([env[i] for i in in_idx], attrs, None))
@@ -322,18 +319,21 @@ class Session:
             arrays.append(a)
         return arrays
 
+    def _picks(self, output_names: list[str] | None) -> list[int]:
+        """Indices of the requested outputs (all when None)."""
+        if output_names is None:
+            return list(range(len(self._outputs)))
+        by_name = {o.name: i for i, o in enumerate(self._outputs)}
+        bad = [n for n in output_names if n not in by_name]
+        if bad:
+            raise InputError(f"unknown output name(s) {', '.join(map(repr, bad))}; the model's outputs are "
+                             + ", ".join(repr(o.name) for o in self._outputs))
+        return [by_name[n] for n in output_names]
+
     def run(self, output_names: list[str] | None, feeds: dict[str, Any], *, profile: bool = False) -> list[np.ndarray]:
         """Run the program; returns copies of the requested outputs (all when None)."""
         arrays = self._check_feeds(feeds)
-        if output_names is None:
-            picks = list(range(len(self._outputs)))
-        else:
-            by_name = {o.name: i for i, o in enumerate(self._outputs)}
-            bad = [n for n in output_names if n not in by_name]
-            if bad:
-                raise InputError(f"unknown output name(s) {', '.join(map(repr, bad))}; the model's outputs are "
-                                 + ", ".join(repr(o.name) for o in self._outputs))
-            picks = [by_name[n] for n in output_names]
+        picks = self._picks(output_names)
         env = self._env
         for a, i in zip(arrays, self._input_acts):
             env[i] = a
@@ -344,7 +344,6 @@ class Session:
             prof = self.profile
             prof.runs += 1
             t_base = time.perf_counter()
-        arena = self.arena
         for st in self._steps:
             ins = st.ins if st.ins is not None else [env[i] if i >= 0 else None for i in st.in_idx]
             if prof is not None:
@@ -355,25 +354,7 @@ class Session:
                 raise
             except Exception as e:
                 raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
-            for j, slot_ in enumerate(st.out_idx):
-                if j >= len(res):
-                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) returned {len(res)} results, "
-                                         f"expected {len(st.out_idx)}")
-                r = res[j]
-                view = st.outs[j]
-                if view is None:
-                    r = np.asarray(r)
-                    if arena.size and np.may_share_memory(r, arena):
-                        r = r.copy()  # the slot it views may be reused by a later step
-                    env[slot_] = r
-                elif r is not view:
-                    if not isinstance(r, np.ndarray):
-                        r = np.asarray(r)
-                    if r.shape != view.shape:
-                        raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}): result {j} has shape "
-                                             f"{list(r.shape)}, the program says {list(view.shape)}")
-                    if _ptr(r) != st.out_ptrs[j] or r.strides != view.strides or r.dtype != view.dtype:
-                        np.copyto(view, r, casting="unsafe")
+            self._store(st, res)
             if prof is not None:
                 t1 = time.perf_counter()
                 prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
@@ -387,11 +368,38 @@ class Session:
             env[i] = None  # do not keep the caller's arrays alive
         return results
 
+    def _store(self, st: _Step, res: Any) -> None:
+        """Put step `st`'s results in place: copied into their arena views unless the
+        kernel wrote there itself, kept as they are for values without a slot."""
+        env, arena = self._env, self.arena
+        for j, slot_ in enumerate(st.out_idx):
+            if j >= len(res):
+                raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) returned {len(res)} results, "
+                                     f"expected {len(st.out_idx)}")
+            r = res[j]
+            view = st.outs[j]
+            if view is None:
+                r = np.asarray(r)
+                if arena.size and np.may_share_memory(r, arena):
+                    r = r.copy()  # the slot it views may be reused by a later step
+                env[slot_] = r
+            elif r is not view:
+                if not isinstance(r, np.ndarray):
+                    r = np.asarray(r)
+                if r.shape != view.shape:
+                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}): result {j} has shape "
+                                         f"{list(r.shape)}, the program says {list(view.shape)}")
+                if _ptr(r) != st.out_ptrs[j] or r.strides != view.strides or r.dtype != view.dtype:
+                    np.copyto(view, r, casting="unsafe")
 
-def _dtype_name(a: np.ndarray) -> str:
-    from runtime.om import _ir_dtype_name
 
-    return _ir_dtype_name(a.dtype)
+def _resolve(v: Any, weights: dict[str, np.ndarray]) -> Any:
+    """An attribute value with its ``{"$weight": name}`` references replaced by the weights."""
+    if isinstance(v, dict) and len(v) == 1 and "$weight" in v:
+        return weights[v["$weight"]]
+    if isinstance(v, list):
+        return [_resolve(x, weights) for x in v]
+    return v
 
 
 def _fmt(shape: list[Any], dtype: str) -> str:

@@ -30,7 +30,7 @@ from compiler.frontend.normalize import NodeBuild, normalize
 from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProblem, convert_type
 from compiler.frontend.support import kind_of
 from ir.core import Graph, Op, Value
-from ir.registry import TypeInferenceError, infer_types, lookup
+from ir.registry import TypeInferenceError, foldable, infer_types, lookup
 from ir.types import DType, TensorType
 
 __all__ = ["Importer", "convert_attribute", "tensor_to_array"]
@@ -40,11 +40,8 @@ log = logging.getLogger("atcpy.frontend")
 # Result placeholder for declared ops whose ONNX type is unknown: if inference hands it
 # back (a `trusted` result), the type is truly unknown.
 _UNKNOWN = TensorType(DType.f32, ("<unknown>",))
-# Import-time folding: results up to this many elements; never ops whose value is not a
-# function of their operands.
+# Import-time folding (of what `ir.registry.foldable` allows): results up to this many elements.
 _FOLD_LIMIT = 4096
-_NO_IMPORT_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
-                             "Multinomial", "Bernoulli", "Dropout"})
 
 
 def tensor_to_array(t: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
@@ -240,54 +237,70 @@ class Importer:
         if opdef is not None and self.fold_at_import(kind, operands, attrs, outputs):
             return
         if opdef is not None:
-            nb = NodeBuild(self, node, kind, self.lm.domain_opset(node.domain), operands, attrs, outputs)
-            vals = normalize(nb)
-            if vals is None:
-                for k in [k for k in nb.attrs if k not in opdef.attrs]:
-                    # only deprecated attributes reach here (every current one is declared)
-                    log.info("%s: dropping attribute %r unknown to the IR declaration", where, k)
-                    del nb.attrs[k]
-                if node.name:
-                    nb.attrs["name"] = node.name
-                hints = [self.onnx_type(o) if o else None for o in outputs]
-                op = self.emit(kind, nb.operands, nb.attrs, names, hints=hints, where=where)
-                for r, o in zip(op.results, outputs):
-                    theirs = self.onnx_type(o) if o else None
-                    if r.type == _UNKNOWN:
-                        r.type = self.node_level_type(node, operands, o) or _UNKNOWN
-                        if r.type == _UNKNOWN:
-                            self.problems.append(f"{where}: the type of {o!r} is unknown")
-                    elif theirs is not None and not _agrees(r.type, theirs) and not _onnx_known_wrong(op):
-                        self.mismatch(f"{where}: {o!r} is {r.type} by the IR declaration, {theirs} by ONNX")
-                vals = op.results
+            vals = self.declared_op(node, kind, operands, attrs, outputs, names)
         else:
-            attrs["opset"] = self.lm.domain_opset(node.domain)
-            if node.name:
-                attrs["name"] = node.name
-            rtypes = []
-            named = node
-            if len(names) != sum(1 for o in outputs if o):
-                # absent optional outputs before a present one (LSTM's Y_h without Y): ONNX
-                # types them only under a name, so infer this node with our fresh names
-                named = onnx.NodeProto()
-                named.CopyFrom(node)
-                del named.output[:]
-                named.output.extend(names)
-            for o in names:
-                t = self.onnx_type(o) if o in outputs else None
-                if t is None:
-                    t = self.node_level_type(named, operands, o)
-                if t is None and o not in outputs:
-                    # an absent optional output nobody reads: its value is dropped at run time
-                    t = TensorType(DType.f32, ("?",))
-                if t is None:
-                    self.problems.append(f"{where}: ONNX shape inference gives no type (or no rank) for {o!r}")
-                    t = _UNKNOWN
-                rtypes.append(t)
-            vals = self.graph.insert(Op(kind, operands, rtypes, attrs, names)).results
+            vals = self.opaque_op(node, kind, operands, attrs, outputs, names)
         for o, v in zip(outputs, vals):
             if o:
                 self.env[o] = v
+
+    def declared_op(self, node: onnx.NodeProto, kind: str, operands: list[Value | None], attrs: dict[str, Any],
+                    outputs: list[str], names: list[str]) -> list[Value]:
+        """The values of a node of a declared op: normalized to its IR form, typed by the
+        declaration and checked against ONNX's types."""
+        where = self.where(node)
+        opdef = lookup(kind)
+        nb = NodeBuild(self, node, kind, self.lm.domain_opset(node.domain), operands, attrs, outputs)
+        vals = normalize(nb)
+        if vals is not None:
+            return vals
+        for k in [k for k in nb.attrs if k not in opdef.attrs]:
+            # only deprecated attributes reach here (every current one is declared)
+            log.info("%s: dropping attribute %r unknown to the IR declaration", where, k)
+            del nb.attrs[k]
+        if node.name:
+            nb.attrs["name"] = node.name
+        hints = [self.onnx_type(o) if o else None for o in outputs]
+        op = self.emit(kind, nb.operands, nb.attrs, names, hints=hints, where=where)
+        for r, o in zip(op.results, outputs):
+            theirs = self.onnx_type(o) if o else None
+            if r.type == _UNKNOWN:
+                r.type = self.node_level_type(node, operands, o) or _UNKNOWN
+                if r.type == _UNKNOWN:
+                    self.problems.append(f"{where}: the type of {o!r} is unknown")
+            elif theirs is not None and not _agrees(r.type, theirs) and not _onnx_known_wrong(op):
+                self.mismatch(f"{where}: {o!r} is {r.type} by the IR declaration, {theirs} by ONNX")
+        return op.results
+
+    def opaque_op(self, node: onnx.NodeProto, kind: str, operands: list[Value | None], attrs: dict[str, Any],
+                  outputs: list[str], names: list[str]) -> list[Value]:
+        """The values of a valid ONNX op the IR does not declare: kept as it is (it runs
+        on the AICPU), typed by ONNX shape inference."""
+        where = self.where(node)
+        attrs["opset"] = self.lm.domain_opset(node.domain)
+        if node.name:
+            attrs["name"] = node.name
+        rtypes = []
+        named = node
+        if len(names) != sum(1 for o in outputs if o):
+            # absent optional outputs before a present one (LSTM's Y_h without Y): ONNX
+            # types them only under a name, so infer this node with our fresh names
+            named = onnx.NodeProto()
+            named.CopyFrom(node)
+            del named.output[:]
+            named.output.extend(names)
+        for o in names:
+            t = self.onnx_type(o) if o in outputs else None
+            if t is None:
+                t = self.node_level_type(named, operands, o)
+            if t is None and o not in outputs:
+                # an absent optional output nobody reads: its value is dropped at run time
+                t = TensorType(DType.f32, ("?",))
+            if t is None:
+                self.problems.append(f"{where}: ONNX shape inference gives no type (or no rank) for {o!r}")
+                t = _UNKNOWN
+            rtypes.append(t)
+        return self.graph.insert(Op(kind, operands, rtypes, attrs, names)).results
 
     def fold_at_import(self, kind: str, operands: list[Value | None], attrs: dict[str, Any],
                        outputs: list[str]) -> bool:
@@ -295,7 +308,7 @@ class Importer:
         tensor) now, so exporters' shape arithmetic (Shape→Slice→Concat→Reshape) gives
         later ops constant operands and static types.  Large results are left to
         canonicalize, so weights are not materialized twice."""
-        if not outputs or not all(outputs) or kind in _NO_IMPORT_FOLD:
+        if not outputs or not all(outputs):
             return False
         if kind == "Shape":
             v = operands[0]
@@ -308,10 +321,12 @@ class Importer:
             if not operands or any(o is not None and (o.kind != "const" or o.attrs["value"].size > _FOLD_LIMIT)
                                    for o in consts if o is not None) or all(o is None for o in consts):
                 return False
-            from passes._onnx_eval import evaluate_op
+            from runtime.kernels.aicpu import evaluate_op
 
             probe = Op(kind, operands, [TensorType(DType.f32, ())] * len(outputs), dict(attrs), None)
             try:
+                if not foldable(probe):
+                    return False
                 results = evaluate_op(probe, [None if o is None else o.attrs["value"] for o in consts],
                                       opset=self.lm.opset)
             except Exception:  # noqa: BLE001  leave it to the normal path, which reports real problems

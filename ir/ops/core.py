@@ -13,31 +13,32 @@ from __future__ import annotations
 import numpy as np
 
 from ir.core import Op
+from ir.gemm import conv_gemm, conv_transpose_gemm, gemm_op_gemm, matmul_gemm
 from ir.ops._infer import (
     broadcast,
-    broadcast_all,
     const_operand,
     conv_out_dim,
     norm_axis,
     operand_type,
     same_as,
     trusted,
-    with_dtype_of,
 )
 from ir.registry import (
-    COMMUTATIVE,
-    CUBE,
-    ELEMENTWISE,
-    SHAPE_FROM_DATA,
-    UNARY,
+    CUBE_ONLY,
+    CUBE_OR_VECTOR,
+    FP16_SAFE,
+    HOMOGENEOUS,
+    MOVES_DATA,
+    VECTOR_ONLY,
     VIEW,
     Attr,
+    QuantRole,
     TypeInferenceError,
     define,
 )
 from ir.types import DType, TensorType
 
-I, F, S, IS, FS, SS, T = (Attr(k) for k in ("int", "float", "str", "ints", "floats", "strs", "tensor"))
+I, F, IS, T = (Attr(k) for k in ("int", "float", "ints", "tensor"))
 
 
 def _i(d: int) -> Attr:
@@ -63,52 +64,6 @@ def _const(op: Op) -> list[TensorType]:
 define("const", operands=0, infer=_const, attrs={"value": Attr("tensor", required=True)},
        doc='%w = const() {value = dense_resource<"w"> : tensor<64x10xf32>} : () -> tensor<64x10xf32>')
 
-# --- elementwise ----------------------------------------------------------------
-UNARY_FLOAT = [
-    "Relu", "Sigmoid", "Tanh", "Exp", "Log", "Sqrt", "Reciprocal", "Neg", "Abs", "Erf", "Floor",
-    "Ceil", "Round", "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh",
-    "Atanh", "Softsign", "Softplus", "Sign", "Identity", "Dropout_", "HardSwish", "Mish",
-]
-for _name in UNARY_FLOAT:
-    if _name.endswith("_"):
-        continue
-    define(_name, operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY})
-define("Not", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY})
-define("IsNaN", operands=1, infer=with_dtype_of(0, DType.bool), traits={ELEMENTWISE, UNARY})
-define("IsInf", operands=1, infer=with_dtype_of(0, DType.bool), traits={ELEMENTWISE, UNARY},
-       attrs={"detect_negative": _i(1), "detect_positive": _i(1)})
-define("LeakyRelu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY}, attrs={"alpha": _f(0.01)})
-define("Elu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY}, attrs={"alpha": _f(1.0)})
-define("Celu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY}, attrs={"alpha": _f(1.0)})
-define("Selu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY},
-       attrs={"alpha": _f(1.6732632423543772), "gamma": _f(1.0507009873554805)})
-define("ThresholdedRelu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY}, attrs={"alpha": _f(1.0)})
-define("HardSigmoid", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY},
-       attrs={"alpha": _f(0.2), "beta": _f(0.5)})
-define("Gelu", operands=1, infer=same_as(0), traits={ELEMENTWISE, UNARY}, attrs={"approximate": _s("none")})
-define("Clip", operands=(1, 3), infer=same_as(0), traits={ELEMENTWISE})
-define("Dropout", operands=(1, 3), traits={ELEMENTWISE},
-       infer=lambda op: [operand_type(op, 0)] + ([operand_type(op, 0).with_dtype(DType.bool)] if len(op.results) > 1 else []),
-       attrs={"seed": I})
-define("Cast", operands=1, traits={ELEMENTWISE, UNARY}, attrs={"to": Attr("int", required=True), "saturate": _i(1), "round_mode": S},
-       infer=lambda op: [operand_type(op, 0).with_dtype(DType.from_onnx(op.attrs["to"]))])
-define("CastLike", operands=2, traits={ELEMENTWISE}, attrs={"saturate": _i(1), "round_mode": S},
-       infer=lambda op: [operand_type(op, 0).with_dtype(operand_type(op, 1).dtype)])
-
-BINARY = {"Add": True, "Sub": False, "Mul": True, "Div": False, "Pow": False, "Mod": False,
-          "BitShift": False, "BitwiseAnd": True, "BitwiseOr": True, "BitwiseXor": True, "PRelu": False}
-for _name, _comm in BINARY.items():
-    _attrs = {"fmod": _i(0)} if _name == "Mod" else {"direction": S} if _name == "BitShift" else {}
-    define(_name, operands=2, infer=broadcast_all(), traits={ELEMENTWISE, COMMUTATIVE} if _comm else {ELEMENTWISE},
-           attrs=_attrs)
-for _name in ("Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor"):
-    define(_name, operands=2, infer=broadcast_all(DType.bool), traits={ELEMENTWISE})
-for _name in ("Sum", "Max", "Min", "Mean"):
-    define(_name, operands=(1, None), infer=broadcast_all(), traits={ELEMENTWISE, COMMUTATIVE})
-define("Where", operands=3, traits={ELEMENTWISE},
-       infer=lambda op: [TensorType(operand_type(op, 1).dtype, broadcast([v.type.shape for v in op.operands]))])
-
-
 # --- matrix ops (Cube) -------------------------------------------------------------
 def matmul_shape(a: tuple, b: tuple, op: Op) -> tuple:
     if len(a) == 0 or len(b) == 0:
@@ -132,9 +87,10 @@ def _matmul(op: Op) -> list[TensorType]:
     return [TensorType(a.dtype, matmul_shape(a.shape, b.shape, op))]
 
 
-define("MatMul", operands=2, infer=_matmul, traits={CUBE},
+define("MatMul", operands=2, infer=_matmul, engines=CUBE_OR_VECTOR, gemm=matmul_gemm, label="matmul",
+       quant=QuantRole("quant.matmul"),
        doc="%y = MatMul(%x, %w) : (tensor<8x64xf32>, tensor<64x32xf32>) -> tensor<8x32xf32>")
-define("MatMulInteger", operands=(2, 4), traits={CUBE},
+define("MatMulInteger", operands=(2, 4), engines=CUBE_ONLY, gemm=matmul_gemm, label="matmul",
        infer=lambda op: [TensorType(DType.i32, matmul_shape(operand_type(op, 0).shape, operand_type(op, 1).shape, op))])
 
 
@@ -145,7 +101,8 @@ def _gemm(op: Op) -> list[TensorType]:
     return [TensorType(a.dtype, (m, n))]
 
 
-define("Gemm", operands=(2, 3), infer=_gemm, traits={CUBE},
+define("Gemm", operands=(2, 3), infer=_gemm, engines=CUBE_OR_VECTOR, gemm=gemm_op_gemm, label="gemm",
+       quant=QuantRole("quant.matmul"),
        attrs={"alpha": _f(1.0), "beta": _f(1.0), "transA": _i(0), "transB": _i(0)})
 
 
@@ -161,7 +118,8 @@ def _conv(op: Op) -> list[TensorType]:
 
 
 CONV_ATTRS = {"dilations": IS, "group": _i(1), "kernel_shape": IS, "pads": IS, "strides": IS}
-define("Conv", operands=(2, 3), infer=_conv, traits={CUBE}, attrs=CONV_ATTRS)
+define("Conv", operands=(2, 3), infer=_conv, attrs=CONV_ATTRS, engines=CUBE_ONLY, gemm=conv_gemm, label="conv",
+       quant=QuantRole("quant.conv"))
 
 
 def _conv_transpose(op: Op) -> list[TensorType]:
@@ -181,27 +139,27 @@ def _conv_transpose(op: Op) -> list[TensorType]:
     return [TensorType(x.dtype, (x.shape[0], w.shape[1] * op.attrs.get("group", 1), *sp))]
 
 
-define("ConvTranspose", operands=(2, 3), infer=_conv_transpose, traits={CUBE},
+define("ConvTranspose", operands=(2, 3), infer=_conv_transpose, engines=CUBE_ONLY, gemm=conv_transpose_gemm,
        attrs={**CONV_ATTRS, "output_padding": IS, "output_shape": IS})
 
 
 # --- normalization -------------------------------------------------------------------
 # training mode (AICPU) also gives running_mean and running_var, typed as the mean operand
-define("BatchNormalization", operands=5,
+define("BatchNormalization", engines=VECTOR_ONLY, operands=5,
        infer=lambda op: [operand_type(op, 0)] + [operand_type(op, 3)] * (len(op.results) - 1),
        attrs={"epsilon": _f(1e-5), "momentum": _f(0.9), "training_mode": _i(0)})
-define("InstanceNormalization", operands=3, infer=same_as(0), attrs={"epsilon": _f(1e-5)})
-define("LayerNormalization", operands=(2, 3), attrs={"axis": _i(-1), "epsilon": _f(1e-5), "stash_type": _i(1)},
+define("InstanceNormalization", engines=VECTOR_ONLY, operands=3, infer=same_as(0), attrs={"epsilon": _f(1e-5)})
+define("LayerNormalization", engines=VECTOR_ONLY, operands=(2, 3), attrs={"axis": _i(-1), "epsilon": _f(1e-5), "stash_type": _i(1)},
        infer=lambda op: [operand_type(op, 0)] + [
            operand_type(op, 0).with_shape(
                operand_type(op, 0).shape[: norm_axis(op.attrs["axis"], operand_type(op, 0).rank)]
                + (1,) * (operand_type(op, 0).rank - norm_axis(op.attrs["axis"], operand_type(op, 0).rank))
            ).with_dtype(DType.f32)
        ] * (len(op.results) - 1))
-define("LRN", operands=1, infer=same_as(0),
+define("LRN", engines=VECTOR_ONLY, operands=1, infer=same_as(0),
        attrs={"alpha": _f(1e-4), "beta": _f(0.75), "bias": _f(1.0), "size": Attr("int", required=True)})
 for _name in ("Softmax", "LogSoftmax", "Hardmax"):
-    define(_name, operands=1, infer=same_as(0), attrs={"axis": _i(-1)})
+    define(_name, operands=1, infer=same_as(0), attrs={"axis": _i(-1)}, engines=VECTOR_ONLY)
 
 
 # --- pooling ---------------------------------------------------------------------------
@@ -219,13 +177,13 @@ def _pool(op: Op) -> list[TensorType]:
 
 
 POOL_ATTRS = {"kernel_shape": Attr("ints", required=True), "pads": IS, "strides": IS, "ceil_mode": _i(0)}
-define("MaxPool", operands=1, infer=_pool,
+define("MaxPool", operands=1, infer=_pool, engines=VECTOR_ONLY, traits={FP16_SAFE, HOMOGENEOUS},
        attrs={**POOL_ATTRS, "dilations": IS, "storage_order": _i(0)})
-define("AveragePool", operands=1, infer=_pool,
+define("AveragePool", operands=1, infer=_pool, engines=VECTOR_ONLY, traits={FP16_SAFE, HOMOGENEOUS},
        attrs={**POOL_ATTRS, "dilations": IS, "count_include_pad": _i(0)})
-define("LpPool", operands=1, infer=_pool, attrs={**POOL_ATTRS, "dilations": IS, "p": _i(2)})
+define("LpPool", engines=VECTOR_ONLY, operands=1, infer=_pool, attrs={**POOL_ATTRS, "dilations": IS, "p": _i(2)})
 for _name in ("GlobalAveragePool", "GlobalMaxPool"):
-    define(_name, operands=1,
+    define(_name, operands=1, engines=VECTOR_ONLY, traits={FP16_SAFE, HOMOGENEOUS},
            infer=lambda op: [operand_type(op, 0).with_shape(operand_type(op, 0).shape[:2] + (1,) * (operand_type(op, 0).rank - 2))])
 
 
@@ -275,7 +233,7 @@ def _reduce_dynamic_axes(op: Op, x: TensorType) -> list[TensorType]:
 REDUCE_ATTRS = {"axes": IS, "keepdims": _i(1), "noop_with_empty_axes": _i(0)}
 for _name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2",
               "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"):
-    define(_name, operands=(1, 2), infer=_reduce, attrs=REDUCE_ATTRS)
+    define(_name, operands=(1, 2), infer=_reduce, attrs=REDUCE_ATTRS, engines=VECTOR_ONLY)
 
 
 def _arg(op: Op) -> list[TensorType]:
@@ -287,7 +245,7 @@ def _arg(op: Op) -> list[TensorType]:
 
 
 for _name in ("ArgMax", "ArgMin"):
-    define(_name, operands=1, infer=_arg, attrs={"axis": _i(0), "keepdims": _i(1), "select_last_index": _i(0)})
+    define(_name, operands=1, infer=_arg, engines=VECTOR_ONLY, attrs={"axis": _i(0), "keepdims": _i(1), "select_last_index": _i(0)})
 
 
 # --- shape and data movement --------------------------------------------------------------
@@ -321,7 +279,7 @@ def _infer_minus_one(src: list, dst: list) -> int | str:
     return int(np.prod(rest_src)) // known if known else 0
 
 
-define("Reshape", operands=2, infer=_reshape, traits={VIEW}, attrs={"allowzero": _i(0)})
+define("Reshape", operands=2, infer=_reshape, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE, HOMOGENEOUS}, attrs={"allowzero": _i(0)})
 
 
 def _flatten(op: Op) -> list[TensorType]:
@@ -340,7 +298,7 @@ def _flatten(op: Op) -> list[TensorType]:
     return [x.with_shape((prod(x.shape[:a]), prod(x.shape[a:])))]
 
 
-define("Flatten", operands=1, infer=_flatten, traits={VIEW}, attrs={"axis": _i(1)})
+define("Flatten", operands=1, infer=_flatten, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE, HOMOGENEOUS}, attrs={"axis": _i(1)})
 
 
 def _axes_of(op: Op, i: int) -> list[int] | None:
@@ -374,8 +332,8 @@ def _unsqueeze(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(shape))]
 
 
-define("Squeeze", operands=(1, 2), infer=_squeeze, traits={VIEW}, attrs={"axes": IS})
-define("Unsqueeze", operands=(1, 2), infer=_unsqueeze, traits={VIEW}, attrs={"axes": IS})
+define("Squeeze", operands=(1, 2), infer=_squeeze, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE}, attrs={"axes": IS})
+define("Unsqueeze", operands=(1, 2), infer=_unsqueeze, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE}, attrs={"axes": IS})
 
 
 def _transpose(op: Op) -> list[TensorType]:
@@ -384,7 +342,7 @@ def _transpose(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(x.shape[p] for p in perm))]
 
 
-define("Transpose", operands=1, infer=_transpose, attrs={"perm": IS})
+define("Transpose", operands=1, infer=_transpose, engines=VECTOR_ONLY, traits={MOVES_DATA, FP16_SAFE}, attrs={"perm": IS})
 
 
 def _concat(op: Op) -> list[TensorType]:
@@ -396,7 +354,7 @@ def _concat(op: Op) -> list[TensorType]:
     return [ts[0].with_shape(ts[0].shape[:a] + (total,) + ts[0].shape[a + 1:])]
 
 
-define("Concat", operands=(1, None), infer=_concat, attrs={"axis": Attr("int", required=True)})
+define("Concat", operands=(1, None), infer=_concat, engines=VECTOR_ONLY, traits={FP16_SAFE}, attrs={"axis": Attr("int", required=True)})
 
 
 def _split(op: Op) -> list[TensorType]:
@@ -418,7 +376,7 @@ def _split(op: Op) -> list[TensorType]:
     return [x.with_shape(x.shape[:a] + (s,) + x.shape[a + 1:]) for s in sizes]
 
 
-define("Split", operands=(1, 2), infer=_split, attrs={"axis": _i(0), "split": IS, "num_outputs": I})
+define("Split", engines=VECTOR_ONLY, operands=(1, 2), infer=_split, attrs={"axis": _i(0), "split": IS, "num_outputs": I})
 
 
 def _slice(op: Op) -> list[TensorType]:
@@ -440,7 +398,7 @@ def _slice(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(shape))]
 
 
-define("Slice", operands=(3, 5), infer=_slice)
+define("Slice", engines=VECTOR_ONLY, operands=(3, 5), infer=_slice)
 
 
 def _gather(op: Op) -> list[TensorType]:
@@ -449,8 +407,8 @@ def _gather(op: Op) -> list[TensorType]:
     return [x.with_shape(x.shape[:a] + idx.shape + x.shape[a + 1:])]
 
 
-define("Gather", operands=2, infer=_gather, attrs={"axis": _i(0)})
-define("GatherElements", operands=2, attrs={"axis": _i(0)},
+define("Gather", engines=VECTOR_ONLY, operands=2, infer=_gather, attrs={"axis": _i(0)})
+define("GatherElements", engines=VECTOR_ONLY, operands=2, attrs={"axis": _i(0)},
        infer=lambda op: [operand_type(op, 0).with_shape(operand_type(op, 1).shape)])
 
 
@@ -462,8 +420,8 @@ def _shape(op: Op) -> list[TensorType]:
     return [TensorType(DType.i64, (n,))]
 
 
-define("Shape", operands=1, infer=_shape, attrs={"start": _i(0), "end": I})
-define("Size", operands=1, infer=lambda op: [TensorType(DType.i64, ())])
+define("Shape", engines=VECTOR_ONLY, operands=1, infer=_shape, attrs={"start": _i(0), "end": I})
+define("Size", engines=VECTOR_ONLY, operands=1, infer=lambda op: [TensorType(DType.i64, ())])
 
 
 def _expand(op: Op) -> list[TensorType]:
@@ -474,7 +432,7 @@ def _expand(op: Op) -> list[TensorType]:
     return [x.with_shape(broadcast([x.shape, tuple(int(d) for d in c.reshape(-1))]))]
 
 
-define("Expand", operands=2, infer=_expand)
+define("Expand", engines=VECTOR_ONLY, operands=2, infer=_expand)
 
 
 def _tile(op: Op) -> list[TensorType]:
@@ -485,7 +443,7 @@ def _tile(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(d * int(r) if isinstance(d, int) else "?" for d, r in zip(x.shape, c.reshape(-1))))]
 
 
-define("Tile", operands=2, infer=_tile)
+define("Tile", engines=VECTOR_ONLY, operands=2, infer=_tile)
 
 
 def _constant_of_shape(op: Op) -> list[TensorType]:
@@ -497,7 +455,7 @@ def _constant_of_shape(op: Op) -> list[TensorType]:
     return [TensorType(dtype, tuple(int(d) for d in c.reshape(-1)))]
 
 
-define("ConstantOfShape", operands=1, infer=_constant_of_shape, attrs={"value": T})
+define("ConstantOfShape", engines=VECTOR_ONLY, operands=1, infer=_constant_of_shape, attrs={"value": T})
 
 
 def _pad(op: Op) -> list[TensorType]:
@@ -522,7 +480,7 @@ def _pad(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(shape))]
 
 
-define("Pad", operands=(1, 4), infer=_pad, attrs={"mode": _s("constant"), "pads": IS, "value": F})
+define("Pad", engines=VECTOR_ONLY, operands=(1, 4), infer=_pad, attrs={"mode": _s("constant"), "pads": IS, "value": F})
 
 
 def _range(op: Op) -> list[TensorType]:
@@ -536,14 +494,4 @@ def _range(op: Op) -> list[TensorType]:
 
 define("Range", operands=3, infer=_range, attrs={"stash_type": I})
 
-for _name in ("TopK", "NonZero", "Resize", "Upsample", "OneHot", "ScatterND", "ScatterElements",
-              "GatherND", "CumSum", "DepthToSpace", "SpaceToDepth", "EyeLike", "Einsum", "Trilu"):
-    pass  # declared in ir/ops/more.py where they have their own inference
-
-
-def _trusted_any(why: str):
-    return lambda op: trusted(op, why)
-
-
-__all__: list[str] = ["BINARY", "UNARY_FLOAT", "matmul_shape"]
-_ = (FS, SS, SHAPE_FROM_DATA, _trusted_any)
+__all__: list[str] = ["CONV_ATTRS", "matmul_shape"]

@@ -10,9 +10,10 @@ instruction.
 from __future__ import annotations
 
 from ir.core import Op
+from ir.gemm import conv_gemm, matmul_gemm
 from ir.ops._infer import broadcast, operand_type
 from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
-from ir.registry import CUBE, Attr, define
+from ir.registry import CUBE_ONLY, CUBE_OR_VECTOR, Attr, QuantRole, define
 from ir.types import TensorType
 
 
@@ -25,9 +26,13 @@ def _matmul_bias(op: Op) -> list[TensorType]:
 
 
 ACT = {"act": Attr("str", "none")}
-define("fused.matmul_add_relu", operands=3, infer=_matmul_bias, traits={CUBE},
+MATMUL = {"engines": CUBE_OR_VECTOR, "gemm": matmul_gemm, "origin": "MatMul"}
+define("fused.matmul_add_relu", operands=3, infer=_matmul_bias, **MATMUL, quant=QuantRole("quant.matmul", act="relu"),
        doc="MatMul + Add(bias) + Relu in one Cube instruction.")
-define("fused.matmul_add", operands=3, infer=_matmul_bias, traits={CUBE}, doc="MatMul + Add(bias).")
-define("fused.matmul_relu", operands=2, infer=_matmul_bias, traits={CUBE}, doc="MatMul + Relu.")
-define("fused.conv", operands=(2, 3), infer=_conv, traits={CUBE}, attrs={**CONV_ATTRS, **ACT},
+define("fused.matmul_add", operands=3, infer=_matmul_bias, **MATMUL, quant=QuantRole("quant.matmul"),
+       doc="MatMul + Add(bias).")
+define("fused.matmul_relu", operands=2, infer=_matmul_bias, **MATMUL, quant=QuantRole("quant.matmul", act="relu"),
+       doc="MatMul + Relu.")
+define("fused.conv", operands=(2, 3), infer=_conv, attrs={**CONV_ATTRS, **ACT}, engines=CUBE_ONLY, gemm=conv_gemm,
+       origin="Conv", quant=QuantRole("quant.conv"),
        doc="Conv (+bias) with an activation epilogue (act = none | relu).")

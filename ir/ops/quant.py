@@ -33,9 +33,10 @@ when the consumer is itself quantized):
 from __future__ import annotations
 
 from ir.core import Op
+from ir.gemm import conv_gemm, matmul_gemm
 from ir.ops._infer import operand_type
 from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
-from ir.registry import CUBE, ELEMENTWISE, UNARY, Attr, TypeInferenceError, define
+from ir.registry import CUBE_ONLY, ELEMENTWISE, UNARY, VECTOR_ONLY, Attr, TypeInferenceError, define
 from ir.types import DType, TensorType
 
 __all__ = ["INT_CUBE_KINDS", "QMAX"]
@@ -44,13 +45,13 @@ QMAX = 127  # symmetric range [-QMAX, QMAX]; -128 is never produced
 INT_CUBE_KINDS = ("quant.matmul", "quant.conv")
 
 SCALE = {"scale": Attr("any", required=True), "axis": Attr("int", 0)}
-define("quant.quantize", operands=1, traits={ELEMENTWISE, UNARY}, attrs=SCALE,
+define("quant.quantize", engines=VECTOR_ONLY, operands=1, traits={ELEMENTWISE, UNARY}, attrs=SCALE,
        infer=lambda op: [operand_type(op, 0).with_dtype(DType.i8)],
        doc="f32 -> i8: clip(round(x / scale), -127, 127)")
-define("quant.dequantize", operands=1, traits={ELEMENTWISE, UNARY}, attrs={**SCALE, "to": Attr("str", "f32")},
+define("quant.dequantize", engines=VECTOR_ONLY, operands=1, traits={ELEMENTWISE, UNARY}, attrs={**SCALE, "to": Attr("str", "f32")},
        infer=lambda op: [operand_type(op, 0).with_dtype(DType(op.attrs.get("to", "f32")))],
        doc="i8/i32 -> float: q * scale")
-define("quant.requantize", operands=1, traits={ELEMENTWISE, UNARY},
+define("quant.requantize", engines=VECTOR_ONLY, operands=1, traits={ELEMENTWISE, UNARY},
        attrs={"scale": Attr("float", required=True), "to_scale": Attr("float", required=True)},
        infer=lambda op: [operand_type(op, 0).with_dtype(DType.i8)],
        doc="i8 -> i8 at another scale: clip(round(q * scale / to_scale), -127, 127)")
@@ -89,7 +90,7 @@ def _qconv(op: Op) -> list[TensorType]:
     return [_conv(op)[0].with_dtype(_out_dtype(op))]
 
 
-define("quant.matmul", operands=4, infer=_qmatmul, traits={CUBE}, attrs=EPILOGUE,
+define("quant.matmul", operands=4, infer=_qmatmul, attrs=EPILOGUE, engines=CUBE_ONLY, gemm=matmul_gemm,
        doc="int8 x int8 -> int32 MatMul (+ int32 bias) with a dequantize/requantize epilogue.")
-define("quant.conv", operands=4, infer=_qconv, traits={CUBE}, attrs={**CONV_ATTRS, **EPILOGUE},
+define("quant.conv", operands=4, infer=_qconv, attrs={**CONV_ATTRS, **EPILOGUE}, engines=CUBE_ONLY, gemm=conv_gemm,
        doc="int8 Conv as implicit GEMM, int32 accumulation, dequantize/requantize epilogue.")

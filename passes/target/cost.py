@@ -1,4 +1,5 @@
-"""The SoC cost model: estimated cycles and latency per op and per graph.
+"""The SoC cost model: estimated cycles and latency per op (`passes.place.estimate`
+sums them over a placed graph).
 
 Three engines, three formulas (all SoC numbers come from `passes.target.soc`):
 
@@ -14,133 +15,30 @@ Three engines, three formulas (all SoC numbers come from `passes.target.soc`):
 - **AICPU** — launch overhead, a DDR round trip of every operand and result,
   and the Vector compute time times the seed's ~50x slowdown.
 
-Symbolic dims (a dynamic batch ``N``) count as 1.  Views cost nothing.
+A Cube op's GEMM comes from its declaration (`ir.registry.gemm_dims`).  Symbolic
+dims (a dynamic batch ``N``) count as 1.  Views cost nothing.
 
-    estimate(graph, load_soc("Ascend310P3"))
-    {"total_ms": 0.43, "per_op": [{"op": "y", "kind": "MatMul", "engine": "cube", "ms": 0.21}, ...]}
+    op_seconds(op, load_soc("Ascend310P3"), "cube")
+    OpCost(engine="cube", seconds=2.1e-05, cycles=9000)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
 
-from passes.target.soc import Soc, load_soc
-from ir.core import Graph, Op, Value
-from ir.registry import CUBE, VIEW, lookup
+from ir.core import Op, Value
+from ir.gemm import Gemm
+from ir.gemm import dim_value as _num
+from ir.registry import ENGINES, VIEW, gemm_dims, lookup
 from ir.types import DType, TensorType
+from passes.target.soc import Soc
 
-__all__ = ["ENGINES", "Gemm", "OpCost", "cube_dtype", "estimate", "gemm_dims", "op_seconds"]
-
-ENGINES = ("cube", "vector", "aicpu")
-
-Dim = int | str
-
-
-def _prod(dims: list[Dim]) -> Dim:
-    """Product of dims; symbolic factors keep the result symbolic (``"N*3136"``)."""
-    p = 1
-    syms: list[str] = []
-    for d in dims:
-        if isinstance(d, int):
-            p *= d
-        else:
-            syms.append(str(d))
-    if not syms:
-        return p
-    return "*".join(syms + ([str(p)] if p != 1 else []))
-
-
-def _num(d: Dim) -> int:
-    """A dim as a number for cost purposes: symbols count as 1."""
-    if isinstance(d, int):
-        return d
-    return math.prod(int(t) for t in str(d).split("*") if t.isdigit())
-
-
-@dataclass(frozen=True)
-class Gemm:
-    """A Cube op seen as ``batch`` GEMMs of ``[m, k] x [k, n]``."""
-
-    kind: str  # "matmul" | "conv" | "conv_transpose"
-    batch: Dim
-    m: Dim
-    k: Dim
-    n: Dim
-    dtype: DType  # the input (operand 0) element type
-
-    @property
-    def dims(self) -> tuple[Dim, Dim, Dim]:
-        return self.m, self.k, self.n
-
-    @property
-    def label(self) -> str:
-        return "x".join(str(d) for d in (self.m, self.k, self.n))
-
-    @property
-    def macs(self) -> int:
-        return _num(self.batch) * _num(self.m) * _num(self.k) * _num(self.n)
+__all__ = ["OpCost", "cube_dtype", "op_seconds"]
 
 
 def _type(v: Value | None) -> TensorType | None:
     return None if v is None else v.type
-
-
-def gemm_dims(op: Op) -> Gemm | None:
-    """The GEMM a Cube op performs, or None if it is not a Cube op.
-
-    MatMul-like (MatMul, MatMulInteger, Gemm, fused.matmul_*, quant.matmul):
-    ``a: [..., M, K]``, ``b: [..., K, N]`` (Gemm's transA/transB honoured).
-    Conv-like (Conv, fused.conv, quant.conv) as implicit GEMM:
-    ``M = N*OH*OW, K = C/g*KH*KW, N = OC/g``, batch = groups.
-    ConvTranspose: ``M = N*H*W, K = C/g, N = OC/g*KH*KW`` (col2im after).
-    """
-    d = lookup(op.kind)
-    if d is None or not d.has(CUBE) or len(op.operands) < 2:
-        return None
-    a, b = _type(op.operands[0]), _type(op.operands[1])
-    if a is None or b is None or not op.results:
-        return None
-    kind = op.kind.lower()
-    group = int(op.attrs.get("group", 1) or 1)
-    if "conv" in kind and "transpose" in kind:
-        x, w = a.shape, b.shape
-        if len(x) < 3 or len(w) < 3:
-            return None
-        return Gemm("conv_transpose", group, _prod([x[0], *x[2:]]), _div(x[1], group),
-                    _prod([w[1], *w[2:]]), a.dtype)
-    if "conv" in kind:
-        x, w, y = a.shape, b.shape, op.results[0].type.shape
-        if len(x) < 3 or len(w) < 3 or len(y) < 3:
-            return None
-        return Gemm("conv", group, _prod([y[0], *y[2:]]), _prod(list(w[1:])), _div(w[0], group), a.dtype)
-    sa, sb = list(a.shape), list(b.shape)
-    if op.kind == "Gemm":
-        if len(sa) != 2 or len(sb) != 2:
-            return None
-        m, k = (sa[1], sa[0]) if op.attrs.get("transA") else (sa[0], sa[1])
-        n = sb[0] if op.attrs.get("transB") else sb[1]
-        return Gemm("matmul", 1, m, k, n, a.dtype)
-    if not sa or not sb:
-        return None
-    if len(sa) == 1:
-        sa = [1] + sa
-    if len(sb) == 1:
-        sb = sb + [1]
-    batch = _broadcast_batch(sa[:-2], sb[:-2])
-    return Gemm("matmul", _prod(batch), sa[-2], sa[-1], sb[-1], a.dtype)
-
-
-def _div(d: Dim, g: int) -> Dim:
-    return d // g if isinstance(d, int) else (d if g == 1 else f"{d}/{g}")
-
-
-def _broadcast_batch(x: list[Dim], y: list[Dim]) -> list[Dim]:
-    n = max(len(x), len(y))
-    x = [1] * (n - len(x)) + x
-    y = [1] * (n - len(y)) + y
-    return [b if a == 1 else a for a, b in zip(x, y)]
 
 
 def cube_dtype(soc: Soc, dtype: DType) -> str | None:
@@ -236,28 +134,3 @@ def op_seconds(op: Op, soc: Soc, engine: str) -> OpCost:
         s = soc.aicpu_launch_s + 2 * io / soc.ddr_bandwidth + soc.aicpu_slowdown * vcycles / soc.clock_hz
         return OpCost(engine, s, int(s * soc.clock_hz))
     raise ValueError(f"unknown engine {engine!r}; expected one of {ENGINES}")
-
-
-def estimate(graph: Graph, soc: Soc | str | None = None) -> dict[str, Any]:
-    """Estimated latency of a graph: ops run one after another on their engine
-    (``engine`` attr, or what the place pass would choose if it has not run)."""
-    if not isinstance(soc, Soc):
-        soc = load_soc(soc)
-    from passes.place import decide  # placement policy lives with the pass
-
-    per_op = []
-    total = 0.0
-    for op in graph.ops:
-        if op.kind == "const":
-            continue
-        engine = op.attrs.get("engine")
-        if engine not in ENGINES:
-            engine = decide(op, soc).engine
-        try:
-            cost = op_seconds(op, soc, engine)
-        except ValueError:  # e.g. a forced "cube" on a non-Cube op: price it as Vector
-            cost = op_seconds(op, soc, "vector")
-        name = op.results[0].name if op.results else op.kind
-        per_op.append({"op": name, "kind": op.kind, "engine": engine, "ms": cost.seconds * 1e3})
-        total += cost.seconds
-    return {"soc": soc.name, "total_ms": total * 1e3, "per_op": per_op}

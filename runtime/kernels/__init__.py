@@ -43,23 +43,23 @@ class KernelEntry:
     name: str
     fn: KernelFn
     accepts: AcceptsFn | None = None
+    scratch: bool = False  # takes the session's work buffers as ``attrs["_scratch"]``
 
 
 _KERNELS: dict[str, KernelEntry] = {}
-# native families always present, then optional modules other owners provide
-_FAMILIES = ("matmul", "elementwise", "reduce", "movement")
-_OPTIONAL = ("quant",)
+_FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "random")
 _loaded = False
 
 
-def kernel(*names: str, accepts: AcceptsFn | None = None) -> Callable[[KernelFn], KernelFn]:
-    """Register `fn` under each of `names`."""
+def kernel(*names: str, accepts: AcceptsFn | None = None, scratch: bool = False) -> Callable[[KernelFn], KernelFn]:
+    """Register `fn` under each of `names`; ``scratch=True``: the Session hands it its
+    reusable work buffers (``attrs["_scratch"]``, a `runtime.kernels.matmul.Scratch`)."""
 
     def deco(fn: KernelFn) -> KernelFn:
         for n in names:
             if n in _KERNELS:
                 raise ValueError(f"kernel {n!r} registered twice")
-            _KERNELS[n] = KernelEntry(n, fn, accepts)
+            _KERNELS[n] = KernelEntry(n, fn, accepts, scratch)
         return fn
 
     return deco
@@ -113,18 +113,13 @@ def broadcast_ufunc(fn: Any, a: np.ndarray, b: Any, out: np.ndarray | None, **kw
 
 
 def load_families() -> None:
+    """Import every kernel family module (each registers its kernels on import)."""
     global _loaded
     if _loaded:
         return
     _loaded = True
     for fam in _FAMILIES:
         importlib.import_module(f"runtime.kernels.{fam}")
-    for fam in _OPTIONAL:
-        try:
-            importlib.import_module(f"runtime.kernels.{fam}")
-        except ModuleNotFoundError as e:
-            if e.name != f"runtime.kernels.{fam}":
-                raise
 
 
 def lookup_kernel(name: str) -> KernelEntry | None:

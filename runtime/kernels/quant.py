@@ -23,7 +23,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+
+from runtime.kernels import kernel
+from runtime.kernels.conv import conv_windows
+from runtime.kernels.matmul import activate
+from runtime.kernels.tiling import tiled_matmul
 
 __all__ = [
     "KERNELS",
@@ -81,16 +85,6 @@ def requantize(q: Array, scale: float, to_scale: float) -> Array:
 
 
 # --- exact integer products ---------------------------------------------------------------
-def _tiled(tile: Sequence[int] | None) -> Callable[[Array, Array, Sequence[int]], Array] | None:
-    if not tile:
-        return None
-    try:
-        from runtime.kernels.tiling import tiled_matmul
-    except ImportError:  # the tiling module is optional for this kernel
-        return None
-    return tiled_matmul
-
-
 def int8_matmul(a: Array, b: Array, tile: Sequence[int] | None = None) -> Array:
     """Exact ``a @ b`` for int8 `a` [..., M, K] and `b` [..., K, N], as int32.
 
@@ -99,9 +93,8 @@ def int8_matmul(a: Array, b: Array, tile: Sequence[int] | None = None) -> Array:
     (``tile = [tm, tn, tk]``) the product goes through the Cube tiler, which
     clamps tk to the exact bound itself.
     """
-    tiled = _tiled(tile)
-    if tiled is not None:
-        return tiled(a, b, [int(t) for t in tile][:3])  # type: ignore[index]
+    if tile:
+        return tiled_matmul(a, b, [int(t) for t in tile][:3])
     acc: Array | None = None
     for k0 in range(0, max(a.shape[-1], 1), K_TILE):
         part = a[..., k0 : k0 + K_TILE].astype(np.float32) @ b[..., k0 : k0 + K_TILE, :].astype(np.float32)
@@ -110,37 +103,13 @@ def int8_matmul(a: Array, b: Array, tile: Sequence[int] | None = None) -> Array:
     return acc
 
 
-def _conv_cols(x: Array, kernel: Sequence[int], strides: Sequence[int], dilations: Sequence[int],
-               pads: Sequence[int]) -> Array:
-    """im2col: ``[N, C, *out, *kernel]`` windows of the zero-padded input (zero point 0,
-    so padding with 0 is exact in the integer domain)."""
-    nsp = len(kernel)
-    xp = np.pad(x, [(0, 0), (0, 0)] + [(pads[i], pads[i + nsp]) for i in range(nsp)])
-    eff = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    win = sliding_window_view(xp, eff, axis=tuple(range(2, 2 + nsp)))
-    index = (slice(None), slice(None)) + tuple(slice(None, None, s) for s in strides) \
-        + tuple(slice(None, None, d) for d in dilations)
-    return win[index]
-
-
-def _geometry(nsp: int, attrs: dict[str, Any], kernel: Sequence[int]) -> tuple[list[int], ...]:
-    """Kernel, strides, dilations and pads of an ONNX Conv with `nsp` spatial dims."""
-    return (list(attrs.get("kernel_shape") or kernel), list(attrs.get("strides") or [1] * nsp),
-            list(attrs.get("dilations") or [1] * nsp), list(attrs.get("pads") or [0] * (2 * nsp)))
-
-
-def conv_windows(x: Array, attrs: dict[str, Any], kernel: Sequence[int]) -> Array:
-    """The ``[N, C, *out, *kernel]`` input windows (a view) a Conv with `attrs` reads."""
-    return _conv_cols(x, *_geometry(x.ndim - 2, attrs, kernel))
-
-
 def int8_conv(x: Array, w: Array, attrs: dict[str, Any], tile: Sequence[int] | None = None) -> Array:
     """Exact int8 ONNX Conv (``[N, C, *sp]`` x ``[M, C/group, *k]`` -> int32 ``[N, M, *out]``)
     as implicit GEMM over im2col columns."""
     nsp = x.ndim - 2
-    kernel, strides, dil, pads = _geometry(nsp, attrs, w.shape[2:])
+    kernel = list(attrs.get("kernel_shape") or w.shape[2:])
     group = int(attrs.get("group", 1) or 1)
-    cols = _conv_cols(x, kernel, strides, dil, pads)  # N, C, *out, *k
+    cols = conv_windows(x, attrs, kernel)  # N, C, *out, *k (zero point 0: zero padding is exact)
     n, c = x.shape[:2]
     out_sp = cols.shape[2 : 2 + nsp]
     p = int(np.prod(out_sp, dtype=np.int64))
@@ -168,8 +137,7 @@ def epilogue(acc: Array, bias: Array | None, w_scale: Array, axis: int, attrs: d
         return acc.astype(np.int32, copy=False)
     mult = np.float32(attrs["x_scale"]) * np.asarray(w_scale, np.float32).reshape(-1)
     y = dequantize(acc, mult, axis)
-    if attrs.get("act", "none") == "relu":
-        y = np.maximum(y, np.float32(0))
+    y = activate(y, attrs.get("act", "none"))  # any epilogue the declarations allow, as the float Cube ops
     if out == "i8":
         return quantize(y, float(attrs["y_scale"]))
     return y
@@ -217,18 +185,5 @@ KERNELS: dict[str, Callable[..., list[Array]]] = {
 }
 
 
-def _register() -> None:
-    """Register with the runtime's kernel registry when it exists (it may import
-    this module while it is still initializing, hence the guard)."""
-    try:
-        from runtime.kernels import kernel
-    except ImportError:
-        return
-    for kind, fn in KERNELS.items():
-        try:
-            kernel(kind)(fn)
-        except (ValueError, KeyError):  # already registered by an explicit import
-            pass
-
-
-_register()
+for _kind, _fn in KERNELS.items():
+    kernel(_kind)(_fn)

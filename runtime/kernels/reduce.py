@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from runtime.kernels import kernel, slot
-from runtime.kernels.matmul import conv_pads
+from runtime.kernels.conv import conv_pads
 
 __all__ = ["pool", "reduce_axes"]
 

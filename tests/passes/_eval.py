@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ir.core import Graph, Op
-from passes._onnx_eval import evaluate_op
+from runtime.kernels.aicpu import evaluate_op
 
 __all__ = ["eval_fused", "interpret", "run_graph"]
 

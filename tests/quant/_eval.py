@@ -24,6 +24,6 @@ def run_graph(g: Graph, feeds: dict[str, np.ndarray], extra: list[str] = ()) -> 
 
 
 def eval_runner(graph: Graph, names: Any) -> Any:
-    """A calibration runner (`compiler.calibration.RunnerFactory`) on this interpreter."""
+    """A calibration runner (`passes.calibrator.RunnerFactory`) on this interpreter."""
     return lambda feeds: run_graph(graph, feeds, [n for n in names if n not in feeds]) | {
         n: feeds[n] for n in names if n in feeds}

@@ -128,7 +128,7 @@ def test_directory_of_npy_and_bin_files(mlp_onnx, digits, tmp_path, calib_npz) -
 
 
 def test_accuracy_report_ranks_layers(mlp_onnx, calib_npz, tmp_path) -> None:
-    from compiler.calibration import write_accuracy_report
+    from compiler.accuracy import write_accuracy_report
 
     path = tmp_path / "acc.json"
     rep = write_accuracy_report(str(mlp_onnx), None, {"calibration_data": str(calib_npz),
@@ -145,13 +145,14 @@ def test_accuracy_report_calibrates_without_the_samples_it_evaluates_on(mlp_onnx
     """The report's INT8 model is calibrated on the calibration samples minus the
     held-back ones (a whole static batch of 100 of the 300 here), and compared on those."""
     import compiler.calibration as cal
+    from compiler.accuracy import write_accuracy_report
 
     seen = []
     real = cal.calibrate
     monkeypatch.setattr(cal, "_LAST", {})  # whatever earlier tests compiled
     monkeypatch.setattr(cal, "calibrate", lambda g, data, *a, **k: seen.append(data["X"]) or real(g, data, *a, **k))
     opts = {"calibration_data": str(calib_npz), "input_shapes": {"X": [BATCH, 64]}, "calibration_method": "entropy"}
-    rep = cal.write_accuracy_report(str(mlp_onnx), None, opts, tmp_path / "acc.json")
+    rep = write_accuracy_report(str(mlp_onnx), None, opts, tmp_path / "acc.json")
     assert (rep["calibration_samples"], rep["held_back"], rep["samples"]) == (200, 100, 100)
     everything = np.load(calib_npz)["X"]
     assert len(seen) == 1 and len(seen[0]) == 200

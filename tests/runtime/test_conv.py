@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.kernels.matmul import conv, conv_transpose
+from runtime.kernels.conv import conv, conv_transpose
 from tests.runtime.helpers import assert_close, ir_single, reference, run_ir
 
 

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from codegen import build_executable
 from runtime.kernels import lookup_kernel
-from runtime.kernels.matmul import Scratch, conv
+from runtime.kernels.conv import conv
+from runtime.kernels.matmul import Scratch
 from runtime.kernels.tiling import tiled_matmul
 from runtime.session import Session
 from tests.runtime.helpers import assert_close, ir_single, reference, run_ir

@@ -12,7 +12,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.kernels.matmul import Scratch, conv
+from runtime.kernels.conv import conv
+from runtime.kernels.matmul import Scratch
 from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
 from tests.runtime.helpers import assert_close, reference
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 import ir
-from passes.target.cost import estimate, gemm_dims, op_seconds
-from passes.target.soc import load_soc
+from ir.registry import gemm_dims
 from passes import PASSES, PassContext
+from passes.place import estimate
+from passes.target.cost import op_seconds
+from passes.target.soc import load_soc
 
 
 def _matmul(m: int, k: int, n: int, dt: str = "f16") -> ir.Graph:

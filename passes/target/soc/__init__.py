@@ -49,7 +49,7 @@ class Soc:
     vector_setup_cycles: float
     vector_matmul_efficiency: float
     vector_dtypes: frozenset[str]
-    vector_ops: frozenset[str] = field(repr=False)
+    vector_unsupported: frozenset[str] = field(repr=False)  # declared Vector kernels this SoC lacks
     kernel_launch_s: float
     aicpu_launch_s: float
     aicpu_slowdown: float
@@ -71,6 +71,10 @@ class Soc:
 
     def vector_supports(self, dtype: str) -> bool:
         return dtype in self.vector_dtypes
+
+    def vector_runs(self, kind: str, dtype: str) -> bool:
+        """The Vector unit runs `kind` (declared with a Vector kernel) on `dtype`."""
+        return kind not in self.vector_unsupported and dtype in self.vector_dtypes
 
     def vector_lanes(self, itemsize: int) -> int:
         """Elements one core's Vector unit processes per cycle."""
@@ -134,7 +138,7 @@ def load_soc(name: str | None = None) -> Soc:
         vector_setup_cycles=float(_v(vec["setup_cycles"])),
         vector_matmul_efficiency=float(_v(vec["matmul_efficiency"])),
         vector_dtypes=frozenset(_v(vec["dtypes"])),
-        vector_ops=frozenset(_v(vec["ops"])),
+        vector_unsupported=frozenset(_v(vec["unsupported_ops"])),
         kernel_launch_s=float(_v(raw["kernel_launch_us"])) * 1e-6,
         aicpu_launch_s=float(_v(aicpu["launch_overhead_us"])) * 1e-6,
         aicpu_slowdown=float(_v(aicpu["slowdown_vs_vector"])),

@@ -1,0 +1,316 @@
+"""Cube kernels for convolution: Conv, fused.conv and ConvTranspose, and the one
+im2col (`conv_windows`) the INT8 kernels and the quantize pass also use.
+
+Conv is an implicit GEMM ``W[Cout, Cin*K] x cols[Cin*K, pixels]`` per image: the
+padded input's kernel taps are copied once into a column buffer (one strided
+copy per tap) and multiplied by the weights in one BLAS call whose result is
+already NCHW, written straight into the arena view.  1x1 stride-1 convs use the
+input itself as the column matrix (no copy); depthwise convs accumulate kernel
+taps instead (G tiny GEMVs would be slower); 3x3 stride-1 convs with enough
+channels run as Winograd F(2x2, 3x3) (`runtime.kernels.winograd`, 2.25x fewer
+products).  Column and padding buffers come from the session's scratch
+(``attrs["_scratch"]``, grown once and reused by every step and run) or are
+allocated when the kernel runs outside a session.  f16 is accumulated in f32
+as for MatMul (`runtime.kernels.matmul`).
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from runtime.kernels import broadcast_ufunc, kernel, slot
+from runtime.kernels.matmul import acc_dtype, activate, scratch
+from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
+
+__all__ = ["conv", "conv_pads", "conv_transpose", "conv_windows", "windows"]
+
+
+def conv_pads(attrs: dict[str, Any], sp: tuple[int, ...], k: tuple[int, ...]) -> tuple[list, list, list]:
+    """(strides, dilations, pads) with ONNX defaults; auto_pad resolved to explicit pads."""
+    nsp = len(sp)
+    s = list(attrs.get("strides") or [1] * nsp)
+    d = list(attrs.get("dilations") or [1] * nsp)
+    p = list(attrs.get("pads") or [0] * (2 * nsp))
+    auto = attrs.get("auto_pad", "NOTSET")
+    if isinstance(auto, bytes):
+        auto = auto.decode()
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        for i in range(nsp):
+            o = -(-sp[i] // s[i])
+            total = max((o - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sp[i], 0)
+            small, big = total // 2, total - total // 2
+            p[i], p[i + nsp] = (small, big) if auto == "SAME_UPPER" else (big, small)
+    elif auto == "VALID":
+        p = [0] * (2 * nsp)
+    return s, d, p
+
+
+def _pad_input(x: np.ndarray, p: list[int], value: float = 0) -> np.ndarray:
+    nsp = x.ndim - 2
+    if not any(p):
+        return x
+    shape = x.shape[:2] + tuple(x.shape[2 + i] + p[i] + p[i + nsp] for i in range(nsp))
+    xp = np.full(shape, value, dtype=x.dtype) if value != 0 else np.zeros(shape, dtype=x.dtype)
+    xp[(slice(None), slice(None), *(slice(p[i], p[i] + x.shape[2 + i]) for i in range(nsp)))] = x
+    return xp
+
+
+def _pad_into(x: np.ndarray, p: list[int], lead: int, buf: np.ndarray) -> np.ndarray:
+    """x (with `lead` leading non-spatial dims) zero-padded into `buf`; only the
+    borders are cleared (buf is reused scratch)."""
+    nsp = x.ndim - lead
+    pre = (slice(None),) * lead
+    for i in range(nsp):
+        if p[i]:
+            buf[(*pre, *(slice(None),) * i, slice(0, p[i]))] = 0
+        if p[i + nsp]:
+            buf[(*pre, *(slice(None),) * i, slice(p[i] + x.shape[lead + i], None))] = 0
+    buf[(*pre, *(slice(p[i], p[i] + x.shape[lead + i]) for i in range(nsp)))] = x
+    return buf
+
+
+def windows(xp: np.ndarray, k: Sequence[int], s: Sequence[int], d: Sequence[int]) -> np.ndarray:
+    """im2col as a view: ``[N, C, *out, *k]``, the kernel taps (kernel `k`, strides
+    `s`, dilations `d`) of the already padded input `xp` at every output position."""
+    nsp = xp.ndim - 2
+    keff = [(k[i] - 1) * d[i] + 1 for i in range(nsp)]
+    win = sliding_window_view(xp, keff, axis=tuple(range(2, 2 + nsp)))
+    idx = (slice(None), slice(None), *(slice(None, None, s[i]) for i in range(nsp)),
+           *(slice(None, None, d[i]) for i in range(nsp)))
+    return win[idx]
+
+
+def conv_windows(x: np.ndarray, attrs: dict[str, Any], kernel: Sequence[int]) -> np.ndarray:
+    """The ``[N, C, *out, *kernel]`` input windows a Conv with `attrs` reads: `windows`
+    of `x` zero-padded by ``attrs["pads"]`` (``kernel_shape`` overrides `kernel`)."""
+    nsp = x.ndim - 2
+    k = list(attrs.get("kernel_shape") or kernel)
+    s = list(attrs.get("strides") or [1] * nsp)
+    d = list(attrs.get("dilations") or [1] * nsp)
+    p = list(attrs.get("pads") or [0] * (2 * nsp))
+    return windows(np.pad(x, [(0, 0), (0, 0)] + [(p[i], p[i + nsp]) for i in range(nsp)]), k, s, d)
+
+
+def _im2col(xp: np.ndarray, k, s, d, cols: np.ndarray) -> None:
+    """cols[C, *k, *out] = the padded image xp[C, *sp] at every kernel tap (the
+    [C*K, pixels] column matrix of the implicit GEMM), in one strided copy from
+    the sliding-window view (a little faster than one copy per tap)."""
+    nsp = len(k)
+    win = windows(xp[None], k, s, d)[0]  # [C, *out, *k], no copy
+    np.copyto(cols, win.transpose(0, *range(1 + nsp, 1 + 2 * nsp), *range(1, 1 + nsp)))
+
+
+def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any],
+         o: np.ndarray | None = None, act: str = "none") -> np.ndarray:
+    n, c = x.shape[:2]
+    sp = x.shape[2:]
+    nsp = len(sp)
+    m = w.shape[0]
+    k = tuple(w.shape[2:])
+    g = int(attrs.get("group", 1) or 1)
+    cg, mg = c // g, m // g
+    s, d, p = conv_pads(attrs, sp, k)
+    osz = tuple((sp[i] + p[i] + p[i + nsp] - (k[i] - 1) * d[i] - 1) // s[i] + 1 for i in range(nsp))
+    length = math.prod(osz)
+    oshape = (n, m, *osz)
+    dt = np.result_type(x, w)
+    acc_dt = acc_dtype(dt)
+    res = o if o is not None and o.shape == oshape and o.dtype == dt and o.flags.c_contiguous else np.empty(oshape, dt)
+    acc = res if acc_dt == dt else scratch(attrs, 2, oshape, acc_dt)
+    if w.dtype != acc_dt:
+        w = w.astype(acc_dt)
+    psp = tuple(sp[i] + p[i] + p[i + nsp] for i in range(nsp))
+    # the tile plan only bounds Cube block sizes: a depthwise conv gives the same numbers tap by tap
+    if cg == 1 and mg == 1 and g > 1:
+        _depthwise(x, w, p, k, s, d, osz, acc, attrs)
+    elif nsp == 2 and winograd_applies(k, s, d, g, c, m, osz):
+        winograd_conv3x3(x, _winograd_u(attrs, w, acc_dt), p, acc,
+                         lambda key, shape, dt: scratch(attrs, key, shape, dt), b)
+        b = None  # added by the output transform
+    else:
+        kk = math.prod(k)
+        wm = w.reshape(g, mg, cg * kk)
+        a4 = acc.reshape(n, g, mg, length)
+        pointwise = all(v == 1 for v in k) and not any(p)
+        for i in range(n):
+            xi = x[i]
+            if pointwise:
+                if any(v != 1 for v in s):
+                    xi = xi[(slice(None), *(slice(None, None, st) for st in s))]
+                if xi.dtype == acc_dt and xi.flags.c_contiguous:
+                    cols = xi.reshape(g, cg, length)  # the input is the column matrix: no copy
+                else:
+                    buf = scratch(attrs, 1, (c, *osz), acc_dt)
+                    np.copyto(buf, xi, casting="unsafe")
+                    cols = buf.reshape(g, cg, length)
+            else:
+                if any(p) or xi.dtype != acc_dt:
+                    xi = _pad_into(xi, p, 1, scratch(attrs, 0, (c, *psp), acc_dt))
+                buf = scratch(attrs, 1, (c, *k, *osz), acc_dt)
+                _im2col(xi, k, s, d, buf)
+                cols = buf.reshape(g, cg * kk, length)
+            if g == 1:
+                np.matmul(wm[0], cols[0], out=a4[i, 0])
+            else:
+                np.matmul(wm, cols, out=a4[i])
+    if b is not None:
+        r3 = acc.reshape(n, m, length)
+        broadcast_ufunc(np.add, r3, b.reshape(m, 1), r3, casting="unsafe")
+    activate(acc, act)
+    if acc is not res:
+        np.copyto(res, acc, casting="unsafe")
+    return res
+
+
+def _winograd_u(attrs: dict[str, Any], w: np.ndarray, dt: np.dtype) -> np.ndarray:
+    """The Winograd weight transform, kept in the step's attrs while the weights
+    (read-only views into the loaded file) stay the same array."""
+    key = (w.__array_interface__["data"][0], w.shape, dt.str)
+    hit = attrs.get("_winograd_u")
+    if hit is None or hit[0] != key:
+        hit = attrs["_winograd_u"] = (key, winograd_weights(w, dt))
+    return hit[1]
+
+
+@functools.lru_cache(maxsize=256)
+def _phase_plan(psp: tuple[int, ...], k: tuple[int, ...], st: int, d: tuple[int, ...], osz: tuple[int, ...]):
+    """Geometry of the phase-image depthwise product (pure, cached per conv shape)."""
+    nsp = len(k)
+    qsp = tuple(-(-psp[i] // st) for i in range(nsp))  # phase image dims
+    qstr = [math.prod(qsp[i + 1:]) for i in range(nsp)]  # element strides
+    qimg = math.prod(qsp)
+    phase_of = []
+    offs = []
+    for tap in itertools.product(*(range(v) for v in k)):
+        ph = [(tap[i] * d[i]) % st for i in range(nsp)]
+        phase_of.append(sum(ph[i] * st ** (nsp - 1 - i) for i in range(nsp)))
+        offs.append(sum(((tap[i] * d[i]) // st) * qstr[i] for i in range(nsp)))
+    wide = osz[0] * qstr[0]
+    return qsp, qimg, st ** nsp, tuple(phase_of), tuple(offs), wide, max(qimg, wide + max(offs))
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, p: list[int], k, s, d, osz, res: np.ndarray,
+               attrs: dict[str, Any]) -> None:
+    """out[n, c] = sum over taps of w[c, tap] * x[n, c, o*s + tap*d] (group = channels)."""
+    n, c = x.shape[:2]
+    nsp = len(k)
+    dt = res.dtype
+    wf = w.reshape(c, -1)
+    taps = list(itertools.product(*(range(v) for v in k)))
+    psp = tuple(x.shape[2 + i] + p[i] + p[i + nsp] for i in range(nsp))
+    if len(set(s)) != 1:
+        # mixed strides: one pass per tap over strided views of the padded input
+        xp = x if not any(p) and x.dtype == dt else _pad_into(x, p, 2, scratch(attrs, 0, (n, c, *psp), dt))
+        tmp = scratch(attrs, 4, res.shape, dt)
+        for t, tap in enumerate(taps):
+            sl = (slice(None), slice(None),
+                  *(slice(tap[i] * d[i], tap[i] * d[i] + (osz[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
+            wt = wf[:, t].reshape((c,) + (1,) * nsp)
+            if t == 0:
+                np.multiply(xp[sl], wt, out=res)
+            else:
+                np.multiply(xp[sl], wt, out=tmp)
+                res += tmp
+        return
+    # Equal strides s: the padded image is split into s**nsp phase images (every s-th
+    # element from each phase offset); output o, tap t reads phase (t*d) % s at o + (t*d) // s,
+    # a stride-1 access.  Each phase image is flattened into a row; the taps of position j of
+    # the "wide" output (output rows laid out with the phase row length) sit at
+    # row[off(tap) + j], so a tap's column row is ONE contiguous slice, and the taps are summed
+    # by a batched [1, K] x [K, wide] product per channel.  The wide columns past the real
+    # output width are computed and dropped (they read only zeros or the image).
+    st = s[0]
+    qsp, qimg, nph, phase_of, offs, wide, row = _phase_plan(psp, tuple(k), st, tuple(d), tuple(osz))
+    buf = scratch(attrs, 0, (nph, c, row), dt)
+    cols = scratch(attrs, 1, (c, len(taps), wide), dt)
+    acc = scratch(attrs, 4, (c, 1, wide), dt)
+    buf[:, :, qimg:] = 0  # read only by dropped wide columns; zero keeps them finite
+    xp = scratch(attrs, 6, (c, *psp), dt) if st > 1 else None
+    wk = wf[:, None, :]
+    for i in range(n):
+        if st == 1:
+            _pad_into(x[i], p, 1, buf[0, :, :qimg].reshape(c, *psp))
+        else:
+            _pad_into(x[i], p, 1, xp)
+            for phi, ph in enumerate(itertools.product(range(st), repeat=nsp)):
+                src = xp[(slice(None), *(slice(ph[j], None, st) for j in range(nsp)))]
+                dst = buf[phi, :, :qimg].reshape(c, *qsp)
+                dst[(slice(None), *(slice(0, v) for v in src.shape[1:]))] = src
+                for j in range(nsp):  # the ragged edge of a shorter phase
+                    if src.shape[1 + j] < qsp[j]:
+                        dst[(slice(None), *(slice(None),) * j, slice(src.shape[1 + j], None))] = 0
+        for t, off in enumerate(offs):
+            cols[:, t] = buf[phase_of[t], :, off: off + wide]
+        np.matmul(wk, cols, out=acc)
+        res[i] = acc.reshape(c, osz[0], *qsp[1:])[(Ellipsis, *(slice(0, osz[j]) for j in range(1, nsp)))]
+
+
+@kernel("Conv", scratch=True)
+def _conv(inputs, attrs, out):
+    return [conv(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None, attrs, slot(out, 0))]
+
+
+@kernel("fused.conv", scratch=True)
+def _fused_conv(inputs, attrs, out):
+    return [conv(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None, attrs, slot(out, 0),
+                 attrs.get("act", "none"))]
+
+
+def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any]) -> np.ndarray:
+    """Col2im: per group W^T @ x gives every tap's contribution; taps are scatter-added."""
+    n, c = x.shape[:2]
+    sp = x.shape[2:]
+    nsp = len(sp)
+    g = int(attrs.get("group", 1) or 1)
+    cg, mg = c // g, w.shape[1]
+    m = mg * g
+    k = tuple(attrs.get("kernel_shape") or w.shape[2:])
+    s = list(attrs.get("strides") or [1] * nsp)
+    d = list(attrs.get("dilations") or [1] * nsp)
+    p = list(attrs.get("pads") or [0] * (2 * nsp))
+    op = list(attrs.get("output_padding") or [0] * nsp)
+    full = [s[i] * (sp[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nsp)]
+    auto = attrs.get("auto_pad", "NOTSET")
+    oshape_attr = attrs.get("output_shape")
+    if oshape_attr:
+        want = list(oshape_attr)[-nsp:]
+        for i in range(nsp):
+            total = full[i] + op[i] - want[i]
+            if auto == "SAME_UPPER":
+                p[i], p[i + nsp] = total // 2, total - total // 2
+            else:
+                p[i], p[i + nsp] = total - total // 2, total // 2
+    elif auto in ("SAME_UPPER", "SAME_LOWER"):
+        for i in range(nsp):
+            total = max(full[i] + op[i] - sp[i] * s[i], 0)
+            if auto == "SAME_UPPER":
+                p[i], p[i + nsp] = total // 2, total - total // 2
+            else:
+                p[i], p[i + nsp] = total - total // 2, total // 2
+    osz = [full[i] + op[i] - p[i] - p[i + nsp] for i in range(nsp)]
+    kk = math.prod(k)
+    length = math.prod(sp)
+    wt = w.reshape(g, cg, mg * kk).transpose(0, 2, 1)  # [G, Mg*K, Cg]
+    cols = np.matmul(wt, x.reshape(n, g, cg, length)).reshape(n, m, *k, *sp)
+    ext = [max(full[i], p[i] + osz[i]) for i in range(nsp)]
+    buf = np.zeros((n, m, *ext), dtype=cols.dtype)
+    for tap in itertools.product(*(range(v) for v in k)):
+        sl = (slice(None), slice(None),
+              *(slice(tap[i] * d[i], tap[i] * d[i] + (sp[i] - 1) * s[i] + 1, s[i]) for i in range(nsp)))
+        buf[sl] += cols[(slice(None), slice(None), *tap)]
+    res = buf[(slice(None), slice(None), *(slice(p[i], p[i] + osz[i]) for i in range(nsp)))]
+    if b is not None:
+        res = res + b.reshape((m,) + (1,) * nsp)
+    return res
+
+
+@kernel("ConvTranspose")
+def _conv_transpose(inputs, attrs, out):
+    return [conv_transpose(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None, attrs)]
