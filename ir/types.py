@@ -70,6 +70,11 @@ class DType(enum.Enum):
     def onnx(self) -> int:
         return _TO_ONNX[self]
 
+    @property
+    def onnx_name(self) -> str:
+        """ONNX's name of the element type (``"float"``, ``"int64"``), as onnxruntime prints it."""
+        return _ONNX_NAMES[self]
+
 
 _TO_NUMPY = {
     DType.f64: np.dtype(np.float64),
@@ -95,6 +100,12 @@ _TO_ONNX = {
     DType.u32: 12, DType.u64: 13, DType.bf16: 16,
 }
 _FROM_ONNX = {v: k for k, v in _TO_ONNX.items()}
+# onnxruntime's type strings (``NodeArg.type``): ``tensor(<name>)``
+_ONNX_NAMES = {
+    DType.f32: "float", DType.f64: "double", DType.f16: "float16", DType.bf16: "bfloat16", DType.i64: "int64",
+    DType.i32: "int32", DType.i16: "int16", DType.i8: "int8", DType.u64: "uint64", DType.u32: "uint32",
+    DType.u16: "uint16", DType.u8: "uint8", DType.bool: "bool", DType.str: "string",
+}
 
 Dim = int | str
 

@@ -9,7 +9,8 @@ whole rather than as MatMul+Add then Relu):
     [Relu](Gemm(x, w, c)) plain    → fused.matmul_add[_relu](x, w, c)   (Gemm canonicalize could not normalize)
     Add(Conv(x, w, b?), c)         → Conv(x, w, b + c)                  (c per-channel constant;
                                                                          canonicalize's rule, `passes._conv_fold`)
-    Relu(Conv(x, w, b?))           → fused.conv(x, w, b?) {act = "relu"}
+    Act(Conv(x, w, b?))            → fused.conv(x, w, b?) {act = "<epilogue>"}
+                                     (any op declared with ``epilogue=...``: Relu, HardSwish)
 
 ``b`` must be a constant broadcast along the last axis only (shape [N] or
 [1, N]).  A fusion is legal only when every intermediate result has exactly
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ir.core import Graph, Op, Value
+from ir.registry import all_ops, lookup
 from passes._conv_fold import const_of as _const
 from passes._conv_fold import conv_and_channel_const, fold_into_conv
 from passes._rewrite import Rewriter, RuleTable, rewrite
@@ -147,13 +149,35 @@ def fuse_relu(rw: Rewriter, relu: Op, ctx: PassContext) -> bool:
             return _fuse(rw, relu, "fused.matmul_add_relu", list(p.operands), _annotations(p), ctx,
                          "matmul_add_relu")
         return False
-    if p.kind == "Conv":
-        attrs = {**p.attrs, "act": "relu"}
-        return _fuse(rw, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
-    if p.kind == "fused.conv" and p.attrs.get("act", "none") == "none":
-        attrs = {**p.attrs, "act": "relu"}
-        return _fuse(rw, relu, "fused.conv", list(p.operands), attrs, ctx, "conv_relu")
     return False
+
+
+def _epilogue_host(kind: str) -> str | None:
+    """The op that runs `kind` with an ``act`` epilogue: `kind` itself when it
+    declares ``act``, else the fused op declared as coming from it with ``act``
+    (Conv -> fused.conv)."""
+    d = lookup(kind)
+    if d is None:
+        return None
+    if "act" in d.attrs:
+        return kind
+    return next((k for k, f in all_ops().items() if f.origin == kind and k != kind and "act" in f.attrs), None)
+
+
+def fuse_epilogue(rw: Rewriter, act: Op, ctx: PassContext) -> bool:
+    """Act(Cube op) → the Cube op with ``act`` set, for any op declared with an
+    ``epilogue`` name, when the Cube op has no epilogue yet."""
+    name = lookup(act.kind).epilogue  # type: ignore[union-attr]
+    x = act.operands[0]
+    p = x.producer if x is not None else None
+    if (p is None or len(act.operands) != 1 or not rw.single_use(x) or not x.type.dtype.is_float
+            or p.attrs.get("act", "none") != "none"):
+        return False
+    host = _epilogue_host(p.kind)
+    if host is None:
+        return False
+    origin = lookup(host).origin.lower()  # type: ignore[union-attr]
+    return _fuse(rw, act, host, list(p.operands), {**p.attrs, "act": name}, ctx, f"{origin}_{name}")
 
 
 def fuse_matmul_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
@@ -187,17 +211,21 @@ def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
     return _fuse(rw, gemm, "fused.matmul_add", list(gemm.operands), _annotations(gemm), ctx, "matmul_add")
 
 
-RULES: RuleTable = {
-    "Relu": [fuse_relu],
-    "Add": [fuse_matmul_add, fuse_conv_add],
-    "Gemm": [fuse_gemm],
-}
+def _rules() -> RuleTable:
+    rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add], "Gemm": [fuse_gemm]}
+    for kind, d in all_ops().items():
+        if d.epilogue:
+            rules.setdefault(kind, []).append(fuse_epilogue)
+    return rules
+
+
+RULES = _rules()
 
 
 @register
 @dataclass
 class Fuse(Pass):
-    """Cube op + bias + ReLU fusion (see module doc)."""
+    """Cube op + bias + activation-epilogue fusion (see module doc)."""
 
     name: ClassVar[str] = "fuse"
 

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from ir.types import DType
 from runtime.errors import OmFormatError
 
 __all__ = [
@@ -63,35 +64,25 @@ ALIGN = 64
 _PREFIX = struct.Struct("<8sII3Q24x")  # 64 bytes
 _DIGEST = 32
 
-# IR dtype names (``ir.types.DType`` values) -> numpy dtypes; kept here so the
-# reader needs nothing compile-side.  bf16 is stored widened (as in ir.types).
-_NP = {
-    "f64": "<f8", "f32": "<f4", "f16": "<f2", "bf16": "<f4", "i64": "<i8", "i32": "<i4", "i16": "<i2",
-    "i8": "i1", "u64": "<u8", "u32": "<u4", "u16": "<u2", "u8": "u1", "bool": "?",
-}
-
-
 def np_dtype(name: str) -> np.dtype:
-    """The numpy dtype of an IR dtype name (``"f32"`` -> float32); str -> object."""
-    if name == "str":
-        return np.dtype(object)
+    """The numpy dtype of an IR dtype name (``"f32"`` -> float32, little-endian); str -> object.
+    bf16 is stored widened, as in `ir.types`."""
     try:
-        return np.dtype(_NP[name])
-    except KeyError:
+        dt = DType(name).numpy
+    except ValueError:
         raise OmFormatError(f"unknown dtype {name!r}") from None
+    return dt if dt.kind == "O" else dt.newbyteorder("<")
 
 
 def dtype_name(dt: np.dtype) -> str:
     """The IR dtype name of a numpy dtype (float32 -> ``"f32"``); the inverse of `np_dtype`."""
     dt = np.dtype(dt)
-    if dt.kind in "OUS":
-        return "str"
     if dt.byteorder == ">":
         dt = dt.newbyteorder("<")
-    for k, v in _NP.items():
-        if k != "bf16" and np.dtype(v) == dt:
-            return k
-    raise ValueError(f"no .om dtype for numpy dtype {dt}")
+    try:
+        return DType.from_numpy(dt).value
+    except TypeError:
+        raise ValueError(f"no .om dtype for numpy dtype {dt}") from None
 
 
 # --- JSON values that keep floats exact ----------------------------------------------

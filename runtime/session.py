@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ir.types import DType
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import Scratch
@@ -39,12 +40,14 @@ from runtime.om import Executable, dtype_name, np_dtype, write_atomic
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
 
-_ORT_TYPES = {
-    "f32": "tensor(float)", "f64": "tensor(double)", "f16": "tensor(float16)", "bf16": "tensor(bfloat16)",
-    "i64": "tensor(int64)", "i32": "tensor(int32)", "i16": "tensor(int16)", "i8": "tensor(int8)",
-    "u64": "tensor(uint64)", "u32": "tensor(uint32)", "u16": "tensor(uint16)", "u8": "tensor(uint8)",
-    "bool": "tensor(bool)", "str": "tensor(string)",
-}
+
+
+def _ort_type(name: str) -> str:
+    """onnxruntime's ``NodeArg.type`` for an IR dtype name (``"f32"`` -> ``"tensor(float)"``)."""
+    try:
+        return f"tensor({DType(name).onnx_name})"
+    except ValueError:
+        return name
 
 
 @dataclass(frozen=True)
@@ -159,10 +162,10 @@ class Session:
             step = self._bind_step(k, st, acts)
             if step is not None:
                 self._steps.append(step)
-        self._inputs = [NodeArg(i["name"], i["shape"], _ORT_TYPES.get(i["dtype"], i["dtype"]), i["dtype"])
+        self._inputs = [NodeArg(i["name"], i["shape"], _ort_type(i["dtype"]), i["dtype"])
                         for i in prog["inputs"]]
         self._input_acts = [i["act"] for i in prog["inputs"]]
-        self._outputs = [NodeArg(o["name"], o["shape"], _ORT_TYPES.get(o["dtype"], o["dtype"]), o["dtype"])
+        self._outputs = [NodeArg(o["name"], o["shape"], _ort_type(o["dtype"]), o["dtype"])
                          for o in prog["outputs"]]
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]

@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import onnx
 
-from ir.errors import UnsupportedModelError
 from ir.core import Value
+from ir.errors import UnsupportedModelError
+from ir.geometry import same_pads, transposed_out
 from ir.types import TensorType
 
 if TYPE_CHECKING:
@@ -192,21 +193,20 @@ def _explicit_pads(nb: NodeBuild, kernel: list[int], transpose: bool = False) ->
     begin, end = [], []
     for i in range(nsp):
         n = x.type.shape[2 + i]
-        eff = (kernel[i] - 1) * dil[i] + 1
         if transpose:
             if nb.attrs.get("output_shape"):
                 return  # padding follows from output_shape; keep the ONNX form
             out_pad = (nb.attrs.get("output_padding") or [0] * nsp)[i]
             if not isinstance(n, int):
                 raise nb.fail("auto_pad SAME needs static spatial dimensions (give input_shapes)")
-            total = max(strides[i] * (n - 1) + out_pad + eff - n * strides[i], 0)
+            # SAME for a transposed conv: the output is n * stride long
+            total = max(transposed_out(n, kernel[i], strides[i], dil[i], 0, 0, out_pad) - n * strides[i], 0)
+            small, big = total // 2, total - total // 2
+            b, e = (small, big) if auto == "SAME_UPPER" else (big, small)
         else:
             if not isinstance(n, int):
                 raise nb.fail("auto_pad SAME needs static spatial dimensions (give input_shapes)")
-            out = -(-n // strides[i])
-            total = max((out - 1) * strides[i] + eff - n, 0)
-        small, big = total // 2, total - total // 2
-        b, e = (small, big) if auto == "SAME_UPPER" else (big, small)
+            b, e = same_pads(n, kernel[i], strides[i], dil[i], auto == "SAME_UPPER")
         begin.append(b)
         end.append(e)
     nb.attrs["pads"] = begin + end

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ir.core import Op
+from ir.geometry import window_out
 from ir.registry import TypeInferenceError
 from ir.types import Dim, DType, TensorType
 
@@ -96,9 +97,4 @@ def trusted(op: Op, why: str) -> list[TensorType]:
 def conv_out_dim(size: Dim, k: int, stride: int, dil: int, pad_begin: int, pad_end: int, ceil: bool = False) -> Dim:
     if not isinstance(size, int):
         return "?"
-    eff = dil * (k - 1) + 1
-    num = size + pad_begin + pad_end - eff
-    out = (-(-num // stride) if ceil else num // stride) + 1
-    if ceil and (out - 1) * stride >= size + pad_begin:
-        out -= 1  # the last window must start inside the input or left padding
-    return out
+    return window_out(size, k, stride, dil, pad_begin, pad_end, ceil)

@@ -14,6 +14,7 @@ import numpy as np
 
 from ir.core import Op
 from ir.gemm import conv_gemm, conv_transpose_gemm, gemm_op_gemm, matmul_gemm
+from ir.geometry import transposed_out
 from ir.ops._infer import (
     broadcast,
     const_operand,
@@ -135,7 +136,7 @@ def _conv_transpose(op: Op) -> list[TensorType]:
     sp = []
     for i in range(nsp):
         n = x.shape[2 + i]
-        sp.append(s[i] * (n - 1) + op_[i] + ((k[i] - 1) * d[i] + 1) - p[i] - p[i + nsp] if isinstance(n, int) else "?")
+        sp.append(transposed_out(n, k[i], s[i], d[i], p[i], p[i + nsp], op_[i]) if isinstance(n, int) else "?")
     return [TensorType(x.dtype, (x.shape[0], w.shape[1] * op.attrs.get("group", 1), *sp))]
 
 

@@ -47,8 +47,10 @@ define("Relu", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE, HOMOG
        epilogue="relu", doc="%y = Relu(%x); fuses into a Cube op as act = \"relu\"")
 define("Sigmoid", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY)
 define("Tanh", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY)
-define("HardSwish", operands=1, infer=same_as(0), traits=UNARY_OP, engines=VECTOR_ONLY,
-       doc="%y = HardSwish(%x): x * clip(x / 6 + 1 / 2, 0, 1)")
+define("HardSwish", operands=1, infer=same_as(0), traits=UNARY_OP, engines=VECTOR_ONLY, epilogue="hardswish",
+       doc="%y = HardSwish(%x): x * clip(x / 6 + 1 / 2, 0, 1); fuses into a Cube op as act = \"hardswish\"")
+define("Swish", operands=1, infer=same_as(0), traits=UNARY_OP, engines=VECTOR_ONLY, attrs={"alpha": _f(1.0)},
+       doc="%y = Swish(%x) {alpha = 1.0}: x * sigmoid(alpha * x) (SiLU at alpha = 1; ONNX opset 24)")
 define("LeakyRelu", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY,
        attrs={"alpha": _f(0.01)})
 define("Clip", operands=(1, 3), infer=same_as(0), traits={ELEMENTWISE, FP16_SAFE}, engines=VECTOR_ONLY)

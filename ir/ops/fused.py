@@ -35,4 +35,4 @@ define("fused.matmul_relu", operands=2, infer=_matmul_bias, **MATMUL, quant=Quan
        doc="MatMul + Relu.")
 define("fused.conv", operands=(2, 3), infer=_conv, attrs={**CONV_ATTRS, **ACT}, engines=CUBE_ONLY, gemm=conv_gemm,
        origin="Conv", quant=QuantRole("quant.conv"),
-       doc="Conv (+bias) with an activation epilogue (act = none | relu).")
+       doc="Conv (+bias) with an activation epilogue (act = none or an op's declared `epilogue` name).")

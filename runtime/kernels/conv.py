@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ir.geometry import same_pads, transposed_out, window_out
 from runtime.kernels import broadcast_ufunc, kernel, slot
 from runtime.kernels.matmul import acc_dtype, activate, scratch
 from runtime.kernels.winograd import winograd_applies, winograd_conv3x3, winograd_weights
@@ -43,10 +44,7 @@ def conv_pads(attrs: dict[str, Any], sp: tuple[int, ...], k: tuple[int, ...]) ->
         auto = auto.decode()
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         for i in range(nsp):
-            o = -(-sp[i] // s[i])
-            total = max((o - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sp[i], 0)
-            small, big = total // 2, total - total // 2
-            p[i], p[i + nsp] = (small, big) if auto == "SAME_UPPER" else (big, small)
+            p[i], p[i + nsp] = same_pads(sp[i], k[i], s[i], d[i], auto == "SAME_UPPER")
     elif auto == "VALID":
         p = [0] * (2 * nsp)
     return s, d, p
@@ -117,7 +115,7 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     g = int(attrs.get("group", 1) or 1)
     cg, mg = c // g, m // g
     s, d, p = conv_pads(attrs, sp, k)
-    osz = tuple((sp[i] + p[i] + p[i + nsp] - (k[i] - 1) * d[i] - 1) // s[i] + 1 for i in range(nsp))
+    osz = tuple(window_out(sp[i], k[i], s[i], d[i], p[i], p[i + nsp]) for i in range(nsp))
     length = math.prod(osz)
     oshape = (n, m, *osz)
     dt = np.result_type(x, w)
@@ -276,7 +274,7 @@ def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: di
     d = list(attrs.get("dilations") or [1] * nsp)
     p = list(attrs.get("pads") or [0] * (2 * nsp))
     op = list(attrs.get("output_padding") or [0] * nsp)
-    full = [s[i] * (sp[i] - 1) + (k[i] - 1) * d[i] + 1 for i in range(nsp)]
+    full = [transposed_out(sp[i], k[i], s[i], d[i], 0, 0) for i in range(nsp)]
     auto = attrs.get("auto_pad", "NOTSET")
     oshape_attr = attrs.get("output_shape")
     if oshape_attr:

@@ -159,6 +159,14 @@ def _f(attrs: dict[str, Any], k: str, d: float) -> float:
     return d if v is None else float(v)
 
 
+@kernel("Swish")
+def _swish(inputs, attrs, out):
+    x = inputs[0]
+    alpha = x.dtype.type(attrs.get("alpha", 1.0))
+    o = _o(out, x.shape, x.dtype)
+    return [np.multiply(x, _sigmoid(alpha * x), out=o)]
+
+
 @kernel("LeakyRelu")
 def _leaky(inputs, attrs, out):
     x = inputs[0]

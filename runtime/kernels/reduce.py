@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ir.geometry import window_out
 from runtime.kernels import kernel, slot
 from runtime.kernels.conv import conv_pads
 
@@ -205,14 +206,7 @@ def pool(x: np.ndarray, attrs: dict[str, Any], kind: str) -> np.ndarray:
     sp = x.shape[2:]
     s, d, p = conv_pads(attrs, sp, k)
     ceil = bool(attrs.get("ceil_mode", 0))
-    osz = []
-    for i in range(nsp):
-        keff = (k[i] - 1) * d[i] + 1
-        num = sp[i] + p[i] + p[i + nsp] - keff
-        o = (-(-num // s[i]) if ceil else num // s[i]) + 1
-        if ceil and (o - 1) * s[i] >= sp[i] + p[i]:
-            o -= 1
-        osz.append(o)
+    osz = [window_out(sp[i], k[i], s[i], d[i], p[i], p[i + nsp], ceil) for i in range(nsp)]
     # pad: begin pads, then end pads plus whatever ceil_mode windows reach past them
     ext = [max((osz[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - sp[i] - p[i], p[i + nsp]) for i in range(nsp)]
     fill = -np.inf if kind == "max" else 0

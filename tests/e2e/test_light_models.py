@@ -1,5 +1,6 @@
 """Every light model compiles for Ascend310P3, goes through a .om file, and its
-outputs match onnxruntime and the expected outputs shipped beside it.
+outputs match onnxruntime and the expected outputs shipped beside it; the
+compile report says where every op runs, on two SoCs.
 
 The light models build every weight with ConstantOfShape (one value per
 tensor), so on the shipped input most of them feed their Softmax logits of
@@ -13,39 +14,36 @@ and where one ulp of the largest logit moves the Softmax by more than the
 tolerance, the output is checked to be the Softmax of atcpy's own logits
 instead of onnxruntime's.  ``test_light_models_random.py`` runs the same graphs
 with real-valued weights, where every output is compared.
+
+Compiles and onnxruntime references come from `tests._light` (once per session).
 """
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
-from compiler import compile_model
 from runtime import Session
-from tests.e2e.conftest import LIGHT_MODELS, light_expected, light_input, light_path
+from tests.e2e.conftest import (
+    LIGHT_MODELS,
+    SHIPPED_AICPU_FALLBACKS,
+    SOCS,
+    assert_engines,
+    light_compile,
+    light_expected,
+    light_input,
+    light_model,
+    light_reference,
+)
 
 
 @pytest.fixture(scope="module", params=LIGHT_MODELS)
 def compiled(request, tmp_path_factory):
     name = request.param
-    model = onnx.load(light_path(name))
-    exe = compile_model(model, soc_version="Ascend310P3")
+    exe = light_compile(name, soc_version="Ascend310P3")
     om = tmp_path_factory.mktemp(name) / f"{name}.om"
     exe.save(om)
-    return name, model, exe, om
-
-
-def _with_logits_output(model: onnx.ModelProto) -> onnx.ModelProto | None:
-    """A copy whose last Softmax's input is also a graph output (None: no Softmax)."""
-    softmax = [n for n in model.graph.node if n.op_type == "Softmax"]
-    if not softmax:
-        return None
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    m.graph.output.append(onnx.helper.make_empty_tensor_value_info(softmax[-1].input[0]))
-    return m
+    return name, light_model(name), exe, om
 
 
 def _softmax(x: np.ndarray, axis: int) -> np.ndarray:
@@ -57,21 +55,20 @@ def test_light_model_matches_onnxruntime_and_expected(compiled) -> None:
     name, model, _exe, om = compiled
     feeds = light_input(model)
     got = Session(str(om)).run(None, feeds)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 2
-    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
+    probe = light_model(name, logits=True)
+    # one onnxruntime session per model: the probe's outputs are the model's, then the logits
+    want = light_reference(name, logits=probe is not None)
+    if probe is not None:
+        want, want_logits = want[:-1], want[-1]
     assert len(got) == len(want)
     for g, w in zip(got, want):
         assert g.shape == w.shape and g.dtype == w.dtype
-    probe = _with_logits_output(model)
     if probe is None:
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
         np.testing.assert_allclose(got[0], light_expected(name), rtol=1e-3, atol=1e-4)
         return
-    got_logits = Session(compile_model(probe, soc_version="Ascend310P3")).run(None, feeds)[-1]
-    want_logits = ort.InferenceSession(probe.SerializeToString(), so,
-                                       providers=["CPUExecutionProvider"]).run(None, feeds)[-1]
+    got_logits = Session(light_compile(name, logits=True)).run(None, feeds)[-1]
     np.testing.assert_allclose(got_logits, want_logits, rtol=1e-5, atol=1e-5)
     ulp = float(np.spacing(np.abs(want_logits).max().astype(np.float32)))
     if ulp <= 1e-4:  # well conditioned: the outputs themselves agree
@@ -81,9 +78,19 @@ def test_light_model_matches_onnxruntime_and_expected(compiled) -> None:
         np.testing.assert_allclose(got[0], _softmax(got_logits, axis=1).astype(np.float32), rtol=1e-3, atol=1e-4)
 
 
-def test_light_model_report_says_where_ops_run(compiled) -> None:
-    _, _, exe, _ = compiled
-    r = exe.report
-    assert r["soc_version"] == "Ascend310P3"
-    assert r["ops"]["total"] == sum(r["ops"]["by_engine"].values())
-    assert r["memory"]["weights_bytes"] > 0
+def test_report_engines_fallbacks_and_latency_per_soc(compiled) -> None:
+    """Each op runs on exactly the engine it must (Cube kinds on the Cube, the
+    rest on the Vector unit, ConstantOfShape on the AICPU where the SoC has no
+    Vector kernel for it), the report counts exactly that, and the 910B
+    estimates faster."""
+    name, _, exe, _ = compiled
+    reports = {}
+    for soc in SOCS:
+        e = exe if soc == "Ascend310P3" else light_compile(name, soc_version=soc)
+        fallbacks = SHIPPED_AICPU_FALLBACKS.get(name, 0) if soc == "Ascend310P3" else 0
+        assert_engines(e, soc, aicpu_fallbacks=fallbacks)
+        r = reports[soc] = e.report
+        assert r["memory"]["weights_bytes"] > 0
+        assert r["estimated_latency_ms"] > 0
+    # the 910B has more AI cores, a faster clock and HBM: the same model must estimate faster
+    assert reports["Ascend910B"]["estimated_latency_ms"] < reports["Ascend310P3"]["estimated_latency_ms"]

@@ -1,61 +1,74 @@
 """The light models' graphs with real-valued (seeded random) weights: fp32
-matches onnxruntime tightly, force_fp16 within fp16 tolerance, and the compile
-report says where every op runs on two SoCs.  (The shipped weights are one
-constant per tensor: see `with_random_weights`.)"""
+matches onnxruntime tightly with every op on its engine, and force_fp16 runs
+the Cube in fp16 (fp16 operands and weights, fp16 rounding in the result) within
+fp16 tolerance.  (The shipped weights are one constant per tensor: see
+`with_random_weights`.)  Compiles and onnxruntime references come from
+`tests._light` (once per session)."""
 
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 
-from compiler import compile_model
 from runtime import Session
-from tests.e2e.conftest import LIGHT_MODELS, light_input, light_path, with_random_weights
+from tests.e2e.conftest import (
+    LIGHT_MODELS,
+    assert_engines,
+    cube_operand_dtypes,
+    light_compile,
+    light_input,
+    light_model,
+    light_reference,
+)
+
+# Random weights whose Softmax saturates (the reference output is one-hot to
+# ~1e-12): fp16 rounding cannot show in such an output, so there the fp16 path is
+# checked on the program (fp16 operands, fp16 weights) but not on the numbers.
+SATURATED = frozenset({"shufflenet"})
 
 
 @pytest.fixture(scope="module", params=LIGHT_MODELS)
-def case(request):
-    model = with_random_weights(onnx.load(light_path(request.param)))
-    feeds = light_input(model)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    want = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)
-    return request.param, model, feeds, want
+def name(request) -> str:
+    return request.param
 
 
-def test_fp32_matches_onnxruntime(case) -> None:
-    _, model, feeds, want = case
-    got = Session(compile_model(model).to_bytes()).run(None, feeds)
+def test_fp32_matches_onnxruntime(name) -> None:
+    exe = light_compile(name, "random")
+    got = Session(exe).run(None, light_input(light_model(name, "random")))
+    want = light_reference(name, "random")
+    assert len(got) == len(want)
     for g, w in zip(got, want):
+        assert g.dtype == w.dtype == np.float32
         np.testing.assert_allclose(g, w, rtol=1e-3, atol=1e-4)
+    assert exe.report["precision_mode"] == "force_fp32"
+    assert cube_operand_dtypes(exe).keys() == {"float32"}
+    assert_engines(exe, "Ascend310P3")  # real initializers: no ConstantOfShape is left for the AICPU
 
 
-def test_force_fp16_within_fp16_tolerance(case) -> None:
-    _, model, feeds, want = case
-    exe = compile_model(model, precision_mode="force_fp16")
+def test_force_fp16_runs_the_cube_in_fp16_within_fp16_tolerance(name) -> None:
+    exe = light_compile(name, "random", precision_mode="force_fp16")
+    fp32 = light_compile(name, "random")
     assert exe.report["precision_mode"] == "force_fp16"
-    got = Session(exe.to_bytes()).run(None, feeds)
+    # cast-precision: every Cube op reads fp16 operands (fp16 weights, activations cast on the way in) ...
+    dtypes = cube_operand_dtypes(exe)
+    assert dtypes.keys() == {"float16"}, f"Cube operands not all fp16: {dict(dtypes)}"
+    # ... so the weights take half the bytes of the fp32 compile's
+    assert exe.report["memory"]["weights_bytes"] <= 0.55 * fp32.report["memory"]["weights_bytes"]
+    assert_engines(exe, "Ascend310P3")  # the Casts it adds run on the Vector unit
+    got = Session(exe.to_bytes()).run(None, light_input(light_model(name, "random")))
+    want = light_reference(name, "random")
+    assert len(got) == len(want)
     for g, w in zip(got, want):
+        assert g.dtype == w.dtype  # model outputs keep their fp32 type
         g = g.astype(np.float32)
         assert np.isfinite(g).all()
         cos = float((g * w).sum() / (np.linalg.norm(g) * np.linalg.norm(w)))
         assert cos >= 0.9999
-        assert np.abs(g - w).max() <= 1e-2 * np.abs(w).max()
-
-
-def test_report_engines_fallbacks_and_latency_per_soc(case) -> None:
-    name, model, _, _ = case
-    reports = {soc: compile_model(model, soc_version=soc).report for soc in ("Ascend310P3", "Ascend910B")}
-    for soc, r in reports.items():
-        assert r["soc_version"] == soc
-        engines = r["ops"]["by_engine"]
-        assert set(engines) >= {"cube", "vector", "aicpu"}
-        assert sum(engines.values()) == r["ops"]["total"]
-        assert engines["cube"] > 0, f"{name}: no op on the Cube"
-        assert len(r["fallbacks"]) == engines["aicpu"]
-        assert all(f["reason"] for f in r["fallbacks"])
-        assert r["estimated_latency_ms"] > 0
-    # the 910B has more AI cores, a faster clock and HBM: the same model must estimate faster
-    assert reports["Ascend910B"]["estimated_latency_ms"] < reports["Ascend310P3"]["estimated_latency_ms"]
+        err = float(np.abs(g - w).max())
+        scale = float(np.abs(w).max())
+        assert err <= 1e-2 * scale
+        if name in SATURATED:
+            assert w.max() > 1 - 1e-6, f"{name}: the reference is no longer saturated: check fp16 numbers here"
+        else:
+            # fp32 gets within 5e-6 of onnxruntime on every light model; fp16 rounding (2^-11) shows
+            assert err > 5e-5 * scale, f"{name}: as close to fp32 as fp32 is ({err / scale:.1e}): nothing ran in fp16"

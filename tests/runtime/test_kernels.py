@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
+from codegen import build_executable
 from ir import DType, TensorType
 from runtime.kernels import lookup_kernel
+from runtime.session import Session
 from tests.runtime.helpers import assert_close, ir_single, reference, run_ir
 
 R = np.random.RandomState(0)
@@ -189,7 +193,61 @@ def test_fused_conv_relu_equals_conv_then_relu():
     assert_close(got, np.maximum(want, 0), rtol=1e-4, atol=1e-4)
 
 
-def test_tile_attr_uses_tiled_matmul_or_plain():
+# --- tile plans ---------------------------------------------------------------------------
+# A Cube op's ``tile = [tm, tn, tk]`` (the tile pass's plan; ``tiles`` = the counts).
+# Integer products run it block by block: each tm x tn output block summed over
+# ceil(K / tk) K-tiles, one product each, ragged tails shorter.  A correct tiling
+# gives the same numbers as one product, so the tests watch the products
+# themselves: every np.matmul the run makes, by operand shape.
+PLAN = {"tile": [16, 16, 16], "tiles": [3, 2, 3]}  # for [40, 33] x [33, 20]
+
+
+@pytest.fixture
+def products(monkeypatch):
+    """(a.shape, b.shape) of every np.matmul call while a test runs."""
+    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+    real = np.matmul
+
+    def spy(a, b, *args, **kw):
+        calls.append((np.shape(a), np.shape(b)))
+        return real(a, b, *args, **kw)
+
+    monkeypatch.setattr(np, "matmul", spy)
+    return calls
+
+
+def _run_watching(g, inputs, products) -> np.ndarray:
+    sess = Session(build_executable(g, soc_version="Ascend310P3").to_bytes())
+    products.clear()  # only the run's products
+    return sess.run(None, {v.name: inputs[int(v.name[1:])] for v in g.inputs})[0]
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_integer_matmul_runs_its_tile_plan_block_by_block(dtype, products):
+    rng = np.random.RandomState(1)
+    x = rng.randint(-1000, 1000, (40, 33)).astype(dtype)
+    w = rng.randint(-1000, 1000, (33, 20)).astype(dtype)
+    g = ir_single("MatMul", [x, w], PLAN, consts={1})
+    got = _run_watching(g, [x, None], products)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, x @ w)
+    # M = 40 -> 16, 16, 8; N = 20 -> 16, 4; K = 33 -> 16, 16, 1: 3 x 2 blocks of 3 K-tiles each
+    want = Counter(((m, k), (k, n)) for m in (16, 16, 8) for n in (16, 4) for k in (16, 16, 1))
+    assert Counter(products) == want, f"the run's products {Counter(products)} do not follow the plan {PLAN}"
+
+
+def test_integer_matmul_without_a_plan_is_one_product(products):
+    rng = np.random.RandomState(2)
+    x = rng.randint(-1000, 1000, (40, 33)).astype(np.int64)
+    w = rng.randint(-1000, 1000, (33, 20)).astype(np.int64)
+    g = ir_single("MatMul", [x, w], {}, consts={1})
+    np.testing.assert_array_equal(_run_watching(g, [x, None], products), x @ w)
+    assert products == [((40, 33), (33, 20))]
+
+
+def test_float_matmul_with_a_tile_plan_equals_the_plain_product():
+    # float products run as one BLAS call whatever the plan (runtime.kernels.matmul):
+    # the plan's K order would change only the rounding
     x, w = f32(40, 33), f32(33, 20)
-    g = ir_single("MatMul", [x, w], {"tile": [16, 16, 16], "tiles": [3, 2, 3]}, consts={1})
+    g = ir_single("MatMul", [x, w], PLAN, consts={1})
     np.testing.assert_allclose(run_ir(g, [x, None])[0], x @ w, rtol=1e-5, atol=1e-5)
