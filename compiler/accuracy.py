@@ -38,6 +38,7 @@ from compiler.calibration import check_calibration_options, compile_calibrator
 from compiler.calibration_data import load_calibration_data
 from compiler.driver import CompileOptions, lower_to_ir
 from compiler.pipeline import default_pipeline, run_pipeline
+from ir.ops.quant import INT_CUBE_KINDS
 from passes.base import PassContext
 from passes.calibrator import static_batch
 from passes.manager import split_pipeline
@@ -197,7 +198,7 @@ def build_accuracy_report(model: Any, options: Any = None, samples: Mapping[str,
     run_pipeline(g, ",".join([items[cut], *post]), ctx)  # the quantize item keeps its options
     if post:
         run_pipeline(fg, ",".join(post), PassContext(soc=soc, options={"precision_mode": "force_fp32"}))
-    layers = [op for op in g.ops if op.kind in ("quant.matmul", "quant.conv")]
+    layers = [op for op in g.ops if op.kind in INT_CUBE_KINDS]
     float_names = {v.name for v in fg.values()}
     model_outputs = [v.name for v in g.outputs]
     scales: dict[str, float] = {}

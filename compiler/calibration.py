@@ -42,8 +42,16 @@ import numpy as np
 from compiler.calibration_data import load_calibration_data
 from ir.core import Graph
 from ir.errors import UsageError
-from passes.calibrator import (DEFAULT_BATCH, Each, Runner, RunnerFactory, batches, float_runner, static_batch,
-                               sweep_batches)
+from passes.calibrator import (
+    DEFAULT_BATCH,
+    Each,
+    Runner,
+    RunnerFactory,
+    batches,
+    float_runner,
+    static_batch,
+    sweep_batches,
+)
 from passes.quantize import parse_keep_dtype, quantizable
 
 __all__ = [

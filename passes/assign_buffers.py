@@ -65,8 +65,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ir.errors import MemoryBudgetError
 from ir.core import Graph, Op, Value
+from ir.errors import MemoryBudgetError
 from ir.registry import ELEMENTWISE, VIEW, lookup
 from ir.types import DType
 from passes.base import Pass, PassContext, register

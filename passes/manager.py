@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from ir.errors import AtcError, InternalError, UsageError
 from ir.core import Graph
+from ir.errors import AtcError, InternalError, UsageError
 from ir.parser import parse
 from ir.printer import print_graph
 from ir.verifier import VerifyError, verify

@@ -15,15 +15,17 @@ determines it:
 
 Whichever test asks first pays; later callers get the same objects, so treat
 them as read-only (build a `Session` from an executable, never edit it).
-`COMPILES` counts the compiles per key (a key never goes above 1).
+`COMPILES` counts the compiles per key (1 unless an entry was `release`d and
+asked for again).
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -31,7 +33,8 @@ from onnx import numpy_helper
 
 __all__ = [
     "COMPILES", "LIGHT_DIR", "LIGHT_MODELS", "WEIGHTS", "light_compile", "light_expected", "light_input",
-    "light_model", "light_path", "light_reference", "ort_threads", "with_logits_output", "with_random_weights",
+    "light_model", "light_path", "light_reference", "ort_threads", "release", "with_logits_output",
+    "with_random_weights",
 ]
 
 LIGHT_DIR = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -66,6 +69,18 @@ def ort_threads() -> int:
     return int(os.environ.get("ATCPY_TEST_THREADS", "2"))
 
 
+def _lecun(rng: np.random.Generator, shape: tuple[int, ...], chunk: int = 1 << 22) -> np.ndarray:
+    """float32 ``rng.standard_normal(shape) * sqrt(1 / fan_in)``, the same values,
+    drawn a chunk at a time (vgg19's fc6 alone would be an 822 MB float64 draw)."""
+    scale = np.sqrt(1.0 / int(np.prod(shape[1:])))
+    out = np.empty(shape, np.float32)
+    flat = out.reshape(-1)
+    for i in range(0, flat.size, chunk):
+        n = min(chunk, flat.size - i)
+        flat[i:i + n] = rng.standard_normal(n) * scale
+    return out
+
+
 def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
     """The light models build every weight with ConstantOfShape (one value per
     tensor), which makes their outputs a uniform softmax over logits of ~1e10: a
@@ -82,11 +97,10 @@ def with_random_weights(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProt
         if node.op_type == "ConstantOfShape" and node.input and node.input[0] in inits:
             shape = tuple(int(d) for d in inits[node.input[0]])
             if len(shape) >= 2:
-                fan_in = int(np.prod(shape[1:]))
-                arr = rng.standard_normal(shape) * np.sqrt(1.0 / fan_in)
+                arr = _lecun(rng, shape)
             else:
-                arr = rng.uniform(0.5, 1.5, shape)
-            new_inits.append(numpy_helper.from_array(arr.astype(np.float32), node.output[0]))
+                arr = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            new_inits.append(numpy_helper.from_array(arr, node.output[0]))
             shapes.add(node.input[0])
         else:
             keep.append(node)
@@ -123,6 +137,15 @@ def _memo(key: tuple, make: Callable[[], Any]) -> Any:
     if key not in _CACHE:
         _CACHE[key] = make()
     return _CACHE[key]
+
+
+def release(name: str, weights: str) -> None:
+    """Forget everything cached for `name` with `weights` (models, compiles,
+    references).  For a test module that is the only user of big entries (the
+    random-weight vgg19 holds 1.4 GB) and is done with them; asking again later
+    compiles again (and `COMPILES` shows it)."""
+    for key in [k for k in _CACHE if k[1:3] == (name, weights)]:
+        del _CACHE[key]
 
 
 def _check(name: str, weights: str) -> None:

@@ -11,12 +11,12 @@ run are reported all at once as one `UnsupportedModelError`.
 
 from __future__ import annotations
 
-from ir.errors import UnsupportedModelError, UsageError
 from compiler.frontend.coverage import coverage, precheck
 from compiler.frontend.importer import Importer
 from compiler.frontend.onnx_model import ModelLike, infer_value_types, load_model, shape_model
 from compiler.frontend.support import find_problems, format_problems
 from ir.core import Graph
+from ir.errors import UnsupportedModelError, UsageError
 from ir.types import Dim
 
 __all__ = ["coverage", "import_onnx", "precheck"]

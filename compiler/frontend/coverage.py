@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ir.errors import AtcError
 from compiler.frontend.onnx_model import ModelLike, infer_value_types, load_model, shape_model
 from compiler.frontend.support import Problem, classify_node, find_problems, kind_of
+from ir.errors import AtcError
 from ir.types import Dim
 
 __all__ = ["Coverage", "coverage", "precheck"]

@@ -25,11 +25,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ir.errors import InternalError, UnsupportedModelError
 from compiler.frontend.normalize import NodeBuild, normalize
 from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProblem, convert_type
 from compiler.frontend.support import kind_of
 from ir.core import Graph, Op, Value
+from ir.errors import InternalError, UnsupportedModelError
 from ir.registry import TypeInferenceError, foldable, infer_types, lookup
 from ir.types import DType, TensorType
 

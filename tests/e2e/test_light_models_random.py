@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from runtime import Session
+from tests._light import release
 from tests.e2e.conftest import (
     LIGHT_MODELS,
     assert_engines,
@@ -28,8 +29,10 @@ SATURATED = frozenset({"shufflenet"})
 
 
 @pytest.fixture(scope="module", params=LIGHT_MODELS)
-def name(request) -> str:
-    return request.param
+def name(request):
+    yield request.param  # pytest runs every test of one model before the next model's
+    # only this module uses the random-weight models: keep the session's memory to one at a time
+    release(request.param, "random")
 
 
 def test_fp32_matches_onnxruntime(name) -> None:

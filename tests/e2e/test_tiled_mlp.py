@@ -1,5 +1,7 @@
 """A 2-layer MLP 1024→4096→1024 compiles with its matmuls tiled into 256-blocks
-(tile counts in the report and in the IR), runs tile by tile, and matches onnxruntime."""
+(tile counts in the report and in the IR) and matches onnxruntime.  (Float
+products run as one BLAS call whatever the plan — `runtime.kernels.matmul`;
+``tests/runtime/test_kernels.py`` checks that integer products follow it.)"""
 
 from __future__ import annotations
 

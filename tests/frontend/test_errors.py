@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from ir.errors import UnsupportedModelError, UsageError
 from compiler.frontend import import_onnx, precheck
+from ir.errors import UnsupportedModelError, UsageError
 from tests.frontend.helpers import one_node_model
 
 F = TensorProto.FLOAT

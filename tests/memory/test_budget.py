@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from ir.errors import MemoryBudgetError
 from ir import DType, Graph, TensorType
+from ir.errors import MemoryBudgetError
 from passes import PassContext
 from passes.assign_buffers import AssignBuffers, format_bytes, plan_summary
 

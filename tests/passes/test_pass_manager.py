@@ -132,6 +132,15 @@ def test_default_pipelines_only_hold_registered_passes():
         default_pipeline("fp8")
 
 
+def test_a_default_pipeline_naming_an_unregistered_pass_is_an_internal_error(monkeypatch):
+    from compiler import pipeline
+    from ir.errors import InternalError
+
+    monkeypatch.setitem(pipeline.DEFAULT_PIPELINES, "force_fp32", "canonicalize,no-such-pass,place")
+    with pytest.raises(InternalError, match="no-such-pass"):
+        default_pipeline("force_fp32")  # never silently dropped
+
+
 def test_opt_cli(tmp_path, capsys, monkeypatch):
     src = tmp_path / "m.ir"
     src.write_text(print_graph(_mlp()))
