@@ -45,6 +45,7 @@ from ir.errors import UsageError
 from passes.calibrator import (
     DEFAULT_BATCH,
     Each,
+    Ranges,
     Runner,
     RunnerFactory,
     batches,
@@ -85,28 +86,16 @@ LEVELS = 128  # |q| in 0..127
 
 
 @dataclass
-class CalibrationResult:
-    """Ranges measured by `calibrate`; a `passes.calibrator.Calibrator` with fixed
-    ranges (the quantize pass does not re-measure them)."""
+class CalibrationResult(Ranges):
+    """Ranges measured by `calibrate`, with how they were chosen: a
+    `passes.calibrator.Calibrator` with fixed ranges (the quantize pass does not
+    re-measure them) that keeps the calibration batches and how to run a graph on
+    them, so the pass can measure its own error on the same data (bias correction, GPTQ)."""
 
-    amax: dict[str, float]
-    method: str
-    samples: int
+    runner: RunnerFactory | None = field(default=None, repr=False, compare=False)
+    method: str = ""
     percentile: float | None = None
     stats: dict[str, dict[str, float]] = field(default_factory=dict)  # per tensor: max, chosen amax
-    # the calibration batches and how to run a graph on them, kept so the quantize
-    # pass can measure its own error on the same data (bias correction, GPTQ)
-    batches: list[dict[str, np.ndarray]] = field(default_factory=list, repr=False, compare=False)
-    runner: RunnerFactory | None = field(default=None, repr=False, compare=False)
-    measures_graph: ClassVar[bool] = False
-
-    def ranges(self, graph: Graph) -> Mapping[str, float]:
-        return self.amax
-
-    def sweep(self, graph: Graph, names: Sequence[str], each: Each) -> None:
-        """Run `graph` (the float model or a quantized one: same inputs) on the
-        calibration batches, calling ``each(name, array)`` for every value in `names`."""
-        sweep_batches(self.batches, self.runner, graph, names, each)
 
 
 # --- statistics ------------------------------------------------------------------------------
@@ -267,7 +256,7 @@ def calibrate(
     pct = percentile if method == "percentile" else None
     feeds = batches(data, graph.inputs, batch_size) if n else []
     if not targets:
-        return CalibrationResult({}, method, n, pct, batches=feeds, runner=runner)
+        return CalibrationResult({}, n, feeds, runner, method=method, percentile=pct)
     run = runner(graph, targets)
     hi: dict[str, float] = dict.fromkeys(targets, 0.0)
 
@@ -290,7 +279,7 @@ def calibrate(
         amax = {k: amax_from_histogram(h, method, percentile) for k, h in hists.items()}
     for k, v in amax.items():
         stats[k]["amax"] = v
-    return CalibrationResult(amax, method, n, pct, stats, feeds, runner)
+    return CalibrationResult(amax, n, feeds, runner, method=method, percentile=pct, stats=stats)
 
 
 # --- compile integration ----------------------------------------------------------------------
