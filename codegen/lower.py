@@ -29,6 +29,7 @@ import numpy as np
 
 from ir.core import Graph, Op, Value
 from ir.registry import lookup, nondeterministic
+from ir.symbolic import dim_bound, dim_prod, parse_ranges
 from runtime.om import encode_json_value, np_dtype
 
 __all__ = ["TRIVIAL_ALIGN", "LoweringError", "Program", "lower"]
@@ -49,20 +50,29 @@ class Program:
     weights: dict[str, np.ndarray] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     opset: int | None = None
+    dims: dict[str, list[int]] = field(default_factory=dict)  # symbol -> [lo, hi], the bounds planned for
 
     def to_json(self) -> dict[str, Any]:
         """The ``program`` section of the .om header (weights by name only)."""
-        return {
+        out = {
             "steps": self.steps, "activations": self.activations, "inputs": self.inputs,
             "outputs": self.outputs, "opset": self.opset,
         }
+        if self.dims:
+            out["dims"] = self.dims
+        return out
 
 
-def _static_nbytes(v: Value) -> int | None:
+def _static_nbytes(v: Value, ranges: dict[str, tuple[int, int]]) -> int | None:
+    """Bytes of `v`'s slot: its size, or its size at the bound of its symbols
+    (the Session binds a view of the run's actual shape at the same offset)."""
     t = v.type
-    if t is None or not t.is_static or t.dtype.value in ("str", "bf16"):
+    if t is None or t.dtype.value in ("str", "bf16"):
         return None
-    return int(np.prod(t.shape, dtype=np.int64)) * np_dtype(t.dtype.value).itemsize
+    if t.is_static:
+        return int(np.prod(t.shape, dtype=np.int64)) * np_dtype(t.dtype.value).itemsize
+    n = dim_bound(dim_prod(t.shape), ranges) if ranges else None
+    return None if n is None else max(n, 0) * np_dtype(t.dtype.value).itemsize
 
 
 def _shape_json(v: Value) -> list[Any]:
@@ -73,13 +83,15 @@ class _Lowering:
     def __init__(self, graph: Graph) -> None:
         self.g = graph
         self.p = Program(opset=graph.attrs.get("opset"))
+        self.ranges = parse_ranges(graph.attrs.get("dim_ranges"))
+        self.p.dims = {k: [lo, hi] for k, (lo, hi) in sorted(self.ranges.items())}
         self.act: dict[int, int] = {}  # id(Value) -> activation id
         self.wname: dict[int, str] = {}  # id(Value) of a const result -> weight name
         self.used_weights: set[str] = set()
 
     def add_act(self, v: Value, offset: int) -> int:
         idx = len(self.p.activations)
-        nb = _static_nbytes(v)
+        nb = _static_nbytes(v, self.ranges)
         self.p.activations.append({
             "name": v.name, "dtype": v.type.dtype.value, "shape": _shape_json(v),
             "offset": offset if nb is not None else -1, "nbytes": nb if nb is not None else -1,

@@ -50,6 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--input_format", default="NCHW", choices=["NCHW", "NHWC", "ND"],
       help="layout of 4-D inputs as fed: NCHW (default) or ND leave them as the model has them; NHWC feeds "
            "them NHWC (one Transpose at the input; --input_shape is then NHWC too)")
+    a("--dim_range", default=None,
+      help='"sequence_length:1~64;past_sequence_length:0~63" bounds named dims: one .om runs every shape '
+           'in range, its memory planned at the bounds')
+    a("--input_shape_range", default=None, help='ATC\'s per-input form of --dim_range: "input_ids:[1,1~64]"')
     a("--out_nodes", default=None, help='"tensor;node:index" tensors to make the outputs')
     a("--precision_mode", default="force_fp32",
       help="force_fp32 | must_keep_origin_dtype | force_fp16 | allow_fp32_to_fp16 | allow_quantize")
@@ -86,8 +90,9 @@ def parse_input_shape(spec: str | None) -> dict[str, list[int]] | None:
             shapes[name] = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
             raise UsageError(f"--input_shape: dimensions of {name!r} must be integers, got {dims!r}") from None
-        if any(d < 1 for d in shapes[name]):
-            raise UsageError(f"--input_shape: {name!r} has a dimension below 1 ({dims}); dynamic dims are not supported")
+        if any(d < 0 for d in shapes[name]):  # 0 is a size (an empty KV cache at the prompt step)
+            raise UsageError(f"--input_shape: {name!r} has a negative dimension ({dims}); dynamic dims are not "
+                             "supported")
     return shapes
 
 
@@ -121,6 +126,8 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
         soc_version=args.soc_version,
         input_shapes=parse_input_shape(args.input_shape),
         input_format=args.input_format,
+        dim_range=args.dim_range,
+        input_shape_range=args.input_shape_range,
         out_nodes=[s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
         precision_mode=args.precision_mode,
         passes=args.passes,

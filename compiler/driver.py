@@ -18,6 +18,7 @@ from typing import Any
 
 import onnx
 
+from compiler.dims import apply_dim_ranges, parse_dim_range, parse_input_shape_range
 from compiler.frontend.layout import INPUT_FORMATS
 from ir.core import Graph
 from ir.errors import AtcError, InternalError, UsageError
@@ -42,6 +43,8 @@ class CompileOptions:
     soc_version: str = "Ascend310P3"
     input_shapes: Mapping[str, Sequence[int]] | None = None  # in the layout fed (NHWC for input_format=NHWC)
     input_format: str = "NCHW"  # NCHW | NHWC (4-D inputs are fed NHWC, transposed once) | ND
+    dim_range: str | None = None  # "sequence_length:1~64;past_sequence_length:0~63": bounds of named dims
+    input_shape_range: str | None = None  # ATC's "input_ids:[1,1~64]": bounds of an input's named dims
     out_nodes: Sequence[str] | None = None
     precision_mode: str = "force_fp32"
     passes: str | None = None  # overrides the default pipeline
@@ -88,6 +91,8 @@ class CompileOptions:
             raise UsageError(f"unknown --calibration_method={self.calibration_method}; choose max, percentile or entropy")
         if not 0 < self.calibration_percentile <= 100:
             raise UsageError(f"--calibration_percentile={self.calibration_percentile} must be in (0, 100]")
+        parse_dim_range(self.dim_range)
+        parse_input_shape_range(self.input_shape_range)
         if self.input_format not in INPUT_FORMATS:
             raise UsageError(f"unknown --input_format={self.input_format}; choose one of {', '.join(INPUT_FORMATS)}")
         if isinstance(self.calibration_batch_size, bool) or not isinstance(self.calibration_batch_size, int) \
@@ -152,6 +157,7 @@ def lower_to_ir(model: Any, opts: CompileOptions) -> Graph:
     if opts.input_format == "NHWC":
         shapes = nchw_input_shapes(shapes)
     g = import_onnx(model, input_shapes=shapes)
+    apply_dim_ranges(g, parse_dim_range(opts.dim_range), parse_input_shape_range(opts.input_shape_range))
     if opts.input_format == "NHWC":
         feed_nhwc(g)
     if opts.out_nodes:

@@ -376,15 +376,18 @@ class Graph:
         before: Op | None = None,
         after: Op | None = None,
     ) -> Op:
-        """Create an op, inferring result types from the registry when not given."""
+        """Create an op, inferring result types from the registry when not given.
+        When inference raises, the graph (operands' uses included) is as it was."""
         from ir.registry import infer_types, lookup
 
         opdef = lookup(kind)
         full_attrs = opdef.with_defaults(attrs or {}) if opdef else dict(attrs or {})
         if result_types is None:
-            op = Op(kind, operands, [], full_attrs)
-            result_types = infer_types(op)
-            op.drop_operands()
+            probe = Op(kind, operands, [], full_attrs)  # registers uses, so inference sees a real op
+            try:
+                result_types = infer_types(probe)
+            finally:
+                probe.drop_operands()
         op = Op(kind, operands, result_types, full_attrs, names)
         return self.insert(op, before=before, after=after)
 

@@ -40,9 +40,11 @@ __all__ = [
     "ENGINES",
     "FP16_SAFE",
     "HOMOGENEOUS",
+    "HOST",
     "MOVES_DATA",
     "NONDETERMINISTIC",
     "SHAPE_FROM_DATA",
+    "SHAPE_PROGRAM",
     "UNARY",
     "VECTOR",
     "VECTOR_ONLY",
@@ -63,6 +65,7 @@ __all__ = [
 # engines (ATC's fallback order)
 CUBE, VECTOR, AICPU = "cube", "vector", "aicpu"
 ENGINES = (CUBE, VECTOR, AICPU)
+HOST = "host"  # the shape program: a few integer ops on the input dims, before the AI Core runs
 CUBE_ONLY, VECTOR_ONLY, CUBE_OR_VECTOR = (CUBE,), (VECTOR,), (CUBE, VECTOR)
 
 # traits
@@ -75,6 +78,7 @@ HOMOGENEOUS = "positive_homogeneous"  # f(s * x) = s * f(x) per channel for s > 
 FP16_SAFE = "fp16_safe"  # exact or well-conditioned in fp16: force_fp16 runs it in fp16
 SHAPE_FROM_DATA = "shape_from_data"  # output shape depends on operand values
 NONDETERMINISTIC = "nondeterministic"  # the result is not a function of the operands: never folded
+SHAPE_PROGRAM = "shape_program"  # computed on the host from the input dims (`ir.ops.shape`)
 
 ATTR_KINDS = ("int", "float", "str", "ints", "floats", "strs", "tensor", "any")
 
@@ -210,7 +214,7 @@ def foldable(op: Op) -> bool:
     """The one rule for constant folding (importer, canonicalize, codegen's flag for the
     Session): an ONNX op (opaque ones included; not ``const``, ``fused.*`` or ``quant.*``,
     which have no ONNX meaning) whose result is a function of its operands."""
-    if op.kind == "const" or op.kind.rsplit(".", 1)[0] in ("fused", "quant"):
+    if op.kind == "const" or op.kind.rsplit(".", 1)[0] in ("fused", "quant", "sym"):
         return False
     return not nondeterministic(op)
 

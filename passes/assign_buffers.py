@@ -68,6 +68,7 @@ from typing import Any, ClassVar
 from ir.core import Graph, Op, Value
 from ir.errors import MemoryBudgetError
 from ir.registry import ELEMENTWISE, VIEW, lookup
+from ir.symbolic import UNKNOWN, dim_bound, dim_prod, parse_ranges
 from ir.types import DType
 from passes.base import Pass, PassContext, register
 
@@ -101,11 +102,33 @@ def _align(n: int, alignment: int) -> int:
     return -(-n // alignment) * alignment
 
 
+def _nbytes(v: Value) -> int | None:
+    """Bytes of `v` at its largest: its static size, or its size at the bound of every
+    symbol (`dim_ranges`); None when a dim is unknown or a symbol unbounded."""
+    t = v.type
+    if t.is_static:
+        return t.nbytes
+    op = v.producer
+    ranges = parse_ranges(op.graph.attrs.get("dim_ranges")) if op is not None and op.graph is not None else {}
+    n = dim_bound(dim_prod(t.shape), ranges) if ranges else None
+    return None if n is None else max(n, 0) * t.dtype.itemsize
+
+
+def _same_size(a: Value, b: Value) -> bool:
+    """Same byte count at every binding of the symbols."""
+    if a.type.dtype.itemsize != b.type.dtype.itemsize:
+        return False
+    if a.type.is_static and b.type.is_static:
+        return a.type.nbytes == b.type.nbytes
+    na, nb = dim_prod(a.type.shape), dim_prod(b.type.shape)
+    return na == nb and na != UNKNOWN
+
+
 def _in_arena(v: Value) -> bool:
     op = v.producer
     if op is None or op.kind == "const" or lookup(op.kind) is None or op.attrs.get("engine") == "aicpu":
         return False
-    return v.type.is_static and v.type.dtype is not DType.str
+    return v.type.dtype is not DType.str and _nbytes(v) is not None
 
 
 def _last_uses(graph: Graph) -> dict[int, int]:
@@ -147,7 +170,7 @@ def _group(graph: Graph, alignment: int, inplace: bool, views: bool, concat: boo
             host, rel = None, 0
             if views and opdef is not None and opdef.has(VIEW) and op.operands[0] is not None:
                 src = op.operands[0]
-                if id(src) in of and src.type.nbytes == r.type.nbytes:
+                if id(src) in of and _same_size(src, r):
                     host, rel = of[id(src)], at[id(src)]
             elif inplace and opdef is not None and opdef.has(ELEMENTWISE) and len(op.results) == 1:
                 src = _inplace_host(op, i, of, at)
@@ -155,7 +178,8 @@ def _group(graph: Graph, alignment: int, inplace: bool, views: bool, concat: boo
                     host, rel = of[id(src)], at[id(src)]
                     gr.inplace_ops.add(id(op))
             if host is None:
-                host = Buffer(_align(r.type.nbytes, alignment), i, i, r.type.nbytes)
+                nbytes = _nbytes(r)
+                host = Buffer(_align(nbytes, alignment), i, i, nbytes)
                 gr.bufs.append(host)
                 if concat and op.kind == "Concat":
                     gr.concat_operands += _absorb_operands(op, host, gr, alignment)
@@ -216,7 +240,7 @@ def _inplace_host(op: Op, step: int, of: dict[int, Buffer], at: dict[int, int]) 
         if buf is None or v.type != rtype or buf.end != step:
             continue
         same_bytes = all(
-            at[id(u)] == at[id(v)] and u.type.nbytes == v.type.nbytes
+            at[id(u)] == at[id(v)] and _same_size(u, v)
             for u in op.operands if u is not None and u is not v and of.get(id(u)) is buf
         )
         if same_bytes:
@@ -329,7 +353,7 @@ class AssignBuffers(Pass):
             if id(op) in inplace_ops:
                 op.attrs["inplace"] = 1
 
-        naive = sum(_align(v.type.nbytes, self.alignment) for v in _activations(graph))
+        naive = sum(_align(_nbytes(v), self.alignment) for v in _activations(graph))
         stats = {
             "arena_bytes": arena,
             "lower_bound_bytes": lower_bound(bufs),

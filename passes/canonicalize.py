@@ -112,7 +112,8 @@ def fold_constants(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
             return False
         if a.size > MAX_FOLD_ELEMENTS:
             return False
-        new.append(rw.const(np.ascontiguousarray(a), name=r.name))
+        # not np.ascontiguousarray: it makes a 0-d result shape (1,), against its type
+        new.append(rw.const(a if a.flags.c_contiguous else a.copy(order="C"), name=r.name))
     rw.replace_op(op, new, inherit_names=True)
     ctx.count("canonicalize", "folded_constants")
     return True

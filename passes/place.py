@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from ir.core import Graph, Op
-from ir.registry import CUBE, ENGINES, SHAPE_FROM_DATA, VECTOR, VIEW, gemm_dims, lookup
+from ir.registry import CUBE, ENGINES, HOST, SHAPE_FROM_DATA, SHAPE_PROGRAM, VECTOR, VIEW, gemm_dims, lookup
 from ir.types import DType
 from passes.base import Pass, PassContext, PassError, register
 from passes.target.cost import cube_dtype, op_seconds
@@ -121,6 +121,8 @@ def decide(op: Op, soc: Soc, implmode: str = "high_performance", overrides: dict
            diagnostics: list[str] | None = None) -> Decision:
     """Where `op` runs on `soc`, and why."""
     d = lookup(op.kind)
+    if d is not None and d.has(SHAPE_PROGRAM):
+        return Decision(HOST, f"{op.kind}: shape program, evaluated from the input dims -> host")
     if d is not None and d.has(VIEW) and op.kind not in (overrides or {}):
         return Decision("vector", f"{op.kind}: view, zero-copy -> vector")
     cands = _candidates(op, soc, implmode)
@@ -183,7 +185,7 @@ def estimate(graph: Graph, soc: Soc | str | None = None) -> dict[str, Any]:
         if op.kind == "const":
             continue
         engine = op.attrs.get("engine")
-        if engine not in ENGINES:
+        if engine not in (*ENGINES, HOST):
             engine = decide(op, soc).engine
         try:
             cost = op_seconds(op, soc, engine)

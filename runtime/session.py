@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ir.types import DType
+from runtime.dims import DynamicViews, bind_dims
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import Scratch
@@ -131,6 +132,7 @@ class _Step:
     out_ptrs: list[int]
     ins: list[Any] | None  # bound once when every operand is static
     cost_cycles: float | None
+    dyn_outs: list[tuple[int, int]] = field(default_factory=list)  # (result, activation) with symbolic shapes
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -169,6 +171,8 @@ class Session:
                          for o in prog["outputs"]]
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
+        self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
+        self._dyn_steps = [st for st in self._steps if st.dyn_outs]
 
     def _alloc(self, acts: list[dict[str, Any]]) -> None:
         """The arena and the value table: a view into the arena for each planned
@@ -184,7 +188,7 @@ class Session:
         env: list[Any] = [None] * (len(acts) + len(weights))
         self._static = [False] * len(env)
         for i, a in enumerate(acts):
-            if a["offset"] >= 0:
+            if a["offset"] >= 0 and all(isinstance(d, int) for d in a["shape"]):
                 dt = np_dtype(a["dtype"])
                 env[i] = self.arena[a["offset"]: a["offset"] + a["nbytes"]].view(dt).reshape(a["shape"])
                 self._static[i] = True
@@ -192,6 +196,11 @@ class Session:
             env[i] = weights[w]
             self._static[i] = True
         self._env = env
+        # symbolic shapes: bound per run from the feeds, viewed at their slots planned at the bound
+        self._ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in self.executable.program.get("dims", {}).items()}
+        self._dyn = DynamicViews(acts, self.arena, np_dtype)
+        self._dims: dict[str, int] = {}  # this run's symbol values, read by the shape program's steps
+        self._bound_views: dict[int, np.ndarray] | None = None
 
     def _slot(self, ref: list[Any] | None) -> int:
         """The value-table index of an operand reference (-1: absent)."""
@@ -210,6 +219,8 @@ class Session:
             attrs["_scratch"] = self._scratch
         if "opset" in st:
             attrs["_opset"] = st["opset"]
+        if st["kernel"] == "sym.dims":
+            attrs["_dims"] = self._dims
         attrs["_n_outputs"] = len(st["outputs"])
         in_idx = [self._slot(r) for r in st["inputs"]]
         in_types = [(None, None) if r is None else
@@ -224,8 +235,10 @@ class Session:
             self.elided_steps.append(st["name"])  # its operands were produced in place
             return None
         cc = st["attrs"].get("cost_cycles")
+        dyn = {i for i, *_ in self._dyn.slots}
         return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
-                     [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None)
+                     [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
+                     [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn])
 
     def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
               acts: list[dict[str, Any]]) -> bool:
@@ -338,6 +351,8 @@ class Session:
         arrays = self._check_feeds(feeds)
         picks = self._picks(output_names)
         env = self._env
+        if self._symbolic_inputs:
+            self._bind_symbols(arrays)
         for a, i in zip(arrays, self._input_acts):
             env[i] = a
         prof = None
@@ -370,6 +385,26 @@ class Session:
         for i in self._input_acts:
             env[i] = None  # do not keep the caller's arrays alive
         return results
+
+    def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
+        """Bind the symbols from the feeds' shapes and point every symbolic
+        activation (and the steps writing it) at its view for this binding."""
+        dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges)
+        self._dims.clear()
+        self._dims.update(dims)
+        if not self._dyn:
+            return
+        views = self._dyn.views(dims)
+        if views is self._bound_views:
+            return
+        env = self._env
+        for i, v in views.items():
+            env[i] = v
+        for st in self._dyn_steps:
+            for j, i in st.dyn_outs:
+                st.outs[j] = views[i]
+                st.out_ptrs[j] = _ptr(views[i])
+        self._bound_views = views
 
     def _store(self, st: _Step, res: Any) -> None:
         """Put step `st`'s results in place: copied into their arena views unless the

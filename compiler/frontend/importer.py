@@ -30,6 +30,7 @@ from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProbl
 from compiler.frontend.support import kind_of
 from ir.core import Graph, Op, Value
 from ir.errors import InternalError, UnsupportedModelError
+from ir.ops.shape import fold_symbolically
 from ir.registry import TypeInferenceError, foldable, infer_types, lookup
 from ir.types import DType, TensorType
 
@@ -237,7 +238,7 @@ class Importer:
         if opdef is not None and self.fold_at_import(kind, operands, attrs, outputs):
             return
         if opdef is not None:
-            vals = self.declared_op(node, kind, operands, attrs, outputs, names)
+            vals = fold_shape_program(self.graph, self.declared_op(node, kind, operands, attrs, outputs, names))
         else:
             vals = self.opaque_op(node, kind, operands, attrs, outputs, names)
         for o, v in zip(outputs, vals):
@@ -420,3 +421,23 @@ class Importer:
 
 
 _ = DEFAULT_DOMAINS
+
+
+def fold_shape_program(graph: Graph, vals: list[Value]) -> list[Value]:
+    """An op of shape arithmetic on the input dims (`ir.symfold`) becomes one
+    ``sym.dims`` op (or a constant), so later ops get exact symbolic types."""
+    if len(vals) != 1 or vals[0].producer is None or vals[0].uses:
+        return vals
+    op = vals[0].producer
+    val = fold_symbolically(op)
+    if val is None:
+        return vals
+    name, dtype = op.result.name, op.result.type.dtype
+    graph.erase(op)
+    if isinstance(val, np.ndarray):
+        val = val.astype(dtype.numpy) if dtype.is_int else val
+        new = Op("const", [], [TensorType(DType.from_numpy(val.dtype), val.shape)], {"value": val}, [name])
+    else:
+        attrs = {"dims": list(val.dims), "shape": list(val.shape), "dtype": dtype.value}
+        new = Op("sym.dims", [], [TensorType(dtype, val.shape)], attrs, [name])
+    return [graph.insert(new).result]

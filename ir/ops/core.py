@@ -24,6 +24,7 @@ from ir.ops._infer import (
     same_as,
     trusted,
 )
+from ir.ops.shape import shape_operand
 from ir.registry import (
     CUBE_ONLY,
     CUBE_OR_VECTOR,
@@ -37,7 +38,8 @@ from ir.registry import (
     TypeInferenceError,
     define,
 )
-from ir.types import DType, TensorType
+from ir.symbolic import dim_add, dim_div, dim_mul, dim_prod, dim_sub
+from ir.types import Dim, DType, TensorType
 
 I, F, IS, T = (Attr(k) for k in ("int", "float", "ints", "tensor"))
 
@@ -252,10 +254,9 @@ for _name in ("ArgMax", "ArgMin"):
 # --- shape and data movement --------------------------------------------------------------
 def _reshape(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
-    c = const_operand(op, 1)
-    if c is None:
+    shape = shape_operand(op, 1)
+    if shape is None:
         return trusted(op, "Reshape target shape is not constant")
-    shape = [int(s) for s in c.reshape(-1)]
     if not op.attrs.get("allowzero", 0):
         shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
     if -1 in shape:
@@ -266,18 +267,13 @@ def _reshape(op: Op) -> list[TensorType]:
 
 
 def _infer_minus_one(src: list, dst: list) -> int | str:
-    """The -1 of a Reshape target: element count of `src` over the other target dims.
-    Symbols that appear on both sides cancel (``[N, 4, 8] -> [N, -1]`` gives 32);
-    otherwise a symbolic count gives "?"."""
-    rest_src, rest_dst = list(src), [d for d in dst if d != -1]
-    for d in list(rest_dst):
-        if isinstance(d, str) and d != "?" and d in rest_src:
-            rest_src.remove(d)
-            rest_dst.remove(d)
-    if not all(isinstance(d, int) for d in rest_src + rest_dst):
-        return "?"
-    known = int(np.prod(rest_dst))
-    return int(np.prod(rest_src)) // known if known else 0
+    """The -1 of a Reshape target: element count of `src` over the other target dims,
+    symbolically (``[N, S, 64] -> [N, -1, 16]`` gives ``4*S``); "?" when not exact."""
+    rest = [d for d in dst if d != -1]
+    if all(isinstance(d, int) for d in list(src) + rest):
+        known = int(np.prod(rest))
+        return int(np.prod(src)) // known if known else 0
+    return dim_div(dim_prod(src), dim_prod(rest))
 
 
 define("Reshape", operands=2, infer=_reshape, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE, HOMOGENEOUS}, attrs={"allowzero": _i(0)})
@@ -288,15 +284,7 @@ def _flatten(op: Op) -> list[TensorType]:
     a = op.attrs.get("axis", 1)
     a = a + x.rank if a < 0 else a
 
-    def prod(ds):
-        n = 1
-        for d in ds:
-            if not isinstance(d, int):
-                return "?"
-            n *= d
-        return n
-
-    return [x.with_shape((prod(x.shape[:a]), prod(x.shape[a:])))]
+    return [x.with_shape((dim_prod(x.shape[:a]), dim_prod(x.shape[a:])))]
 
 
 define("Flatten", operands=1, infer=_flatten, engines=VECTOR_ONLY, traits={VIEW, MOVES_DATA, FP16_SAFE, HOMOGENEOUS}, attrs={"axis": _i(1)})
@@ -349,9 +337,9 @@ define("Transpose", operands=1, infer=_transpose, engines=VECTOR_ONLY, traits={M
 def _concat(op: Op) -> list[TensorType]:
     ts = [v.type for v in op.operands if v is not None]
     a = norm_axis(op.attrs["axis"], ts[0].rank, op)
-    total: int | str = 0
+    total: Dim = 0
     for t in ts:
-        total = total + t.shape[a] if isinstance(total, int) and isinstance(t.shape[a], int) else "?"
+        total = dim_add(total, t.shape[a])
     return [ts[0].with_shape(ts[0].shape[:a] + (total,) + ts[0].shape[a + 1:])]
 
 
@@ -382,21 +370,32 @@ define("Split", engines=VECTOR_ONLY, operands=(1, 2), infer=_split, attrs={"axis
 
 def _slice(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
-    vals = [const_operand(op, i) for i in range(1, len(op.operands))]
+    vals = [shape_operand(op, i) for i in range(1, len(op.operands))]
     if any(v is None and op.operands[i + 1] is not None for i, v in enumerate(vals)):
         return trusted(op, "Slice bounds are not constant")
     starts, ends = vals[0], vals[1]
-    axes = vals[2] if len(vals) > 2 and vals[2] is not None else np.arange(len(starts))
-    steps = vals[3] if len(vals) > 3 and vals[3] is not None else np.ones(len(starts), np.int64)
+    axes = vals[2] if len(vals) > 2 and vals[2] is not None else list(range(len(starts)))
+    steps = vals[3] if len(vals) > 3 and vals[3] is not None else [1] * len(starts)
+    if not all(isinstance(v, int) for v in list(axes) + list(steps)):
+        return trusted(op, "Slice axes and steps are not constant")
     shape = list(x.shape)
-    big = 2**62
-    for s, e, a, st in zip(starts.tolist(), ends.tolist(), axes.tolist(), steps.tolist()):
+    for s, e, a, st in zip(starts, ends, axes, steps):
         a = norm_axis(int(a), x.rank, op)
-        if isinstance(shape[a], int):
-            shape[a] = len(range(*slice(int(s), int(e), int(st)).indices(int(shape[a]))))
-        elif not (int(s) == 0 and int(e) >= big and int(st) == 1):
-            shape[a] = "?"  # a symbolic dim stays itself only under a full slice
+        shape[a] = _sliced(shape[a], s, e, int(st))
     return [x.with_shape(tuple(shape))]
+
+
+def _sliced(n: Dim, s: Dim, e: Dim, step: int) -> Dim:
+    """The length of ``[s:e:step]`` of a dim of size `n`.  With symbols, bounds are
+    taken as in range (a negative int counts from the end, ``>= 2**62`` is the end)."""
+    if isinstance(n, int) and isinstance(s, int) and isinstance(e, int):
+        return len(range(*slice(s, e, step).indices(n)))
+    if step != 1:
+        return "?"
+    big = 2**62
+    s = dim_add(n, s) if isinstance(s, int) and s < 0 else s
+    e = n if isinstance(e, int) and e >= big else dim_add(n, e) if isinstance(e, int) and e < 0 else e
+    return dim_sub(e, s)
 
 
 define("Slice", engines=VECTOR_ONLY, operands=(3, 5), infer=_slice)
@@ -427,10 +426,10 @@ define("Size", engines=VECTOR_ONLY, operands=1, infer=lambda op: [TensorType(DTy
 
 def _expand(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
-    c = const_operand(op, 1)
-    if c is None:
+    target = shape_operand(op, 1)
+    if target is None:
         return trusted(op, "Expand shape is not constant")
-    return [x.with_shape(broadcast([x.shape, tuple(int(d) for d in c.reshape(-1))]))]
+    return [x.with_shape(broadcast([x.shape, tuple(target)]))]
 
 
 define("Expand", engines=VECTOR_ONLY, operands=2, infer=_expand)
@@ -438,22 +437,22 @@ define("Expand", engines=VECTOR_ONLY, operands=2, infer=_expand)
 
 def _tile(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
-    c = const_operand(op, 1)
-    if c is None:
+    reps = shape_operand(op, 1)
+    if reps is None:
         return trusted(op, "Tile repeats are not constant")
-    return [x.with_shape(tuple(d * int(r) if isinstance(d, int) else "?" for d, r in zip(x.shape, c.reshape(-1))))]
+    return [x.with_shape(tuple(dim_mul(d, r) for d, r in zip(x.shape, reps)))]
 
 
 define("Tile", engines=VECTOR_ONLY, operands=2, infer=_tile)
 
 
 def _constant_of_shape(op: Op) -> list[TensorType]:
-    c = const_operand(op, 0)
+    dims = shape_operand(op, 0)
     v = op.attrs.get("value")
     dtype = DType.from_numpy(v.dtype) if isinstance(v, np.ndarray) else DType.f32
-    if c is None:
+    if dims is None:
         return trusted(op, "ConstantOfShape shape is not constant")
-    return [TensorType(dtype, tuple(int(d) for d in c.reshape(-1)))]
+    return [TensorType(dtype, tuple(dims))]
 
 
 define("ConstantOfShape", engines=VECTOR_ONLY, operands=1, infer=_constant_of_shape, attrs={"value": T})
@@ -486,13 +485,15 @@ define("Pad", engines=VECTOR_ONLY, operands=(1, 4), infer=_pad, attrs={"mode": _
 
 def _range(op: Op) -> list[TensorType]:
     vals = [const_operand(op, i) for i in range(3)]
-    if any(v is None for v in vals):
+    if all(v is not None for v in vals):
+        s, lim, d = (v.item() for v in vals)
+        return [TensorType(operand_type(op, 0).dtype, (max(int(np.ceil((lim - s) / d)), 0),))]
+    dims = [shape_operand(op, i) for i in range(3)]
+    if any(v is None or len(v) != 1 for v in dims) or dims[2] != [1]:
         return trusted(op, "Range bounds are not constant")
-    s, lim, d = (v.item() for v in vals)
-    n = max(int(np.ceil((lim - s) / d)), 0)
-    return [TensorType(operand_type(op, 0).dtype, (n,))]
+    return [TensorType(operand_type(op, 0).dtype, (dim_sub(dims[1][0], dims[0][0]),))]  # limit - start, step 1
 
 
-define("Range", operands=3, infer=_range, attrs={"stash_type": I})
+define("Range", operands=3, infer=_range, engines=VECTOR_ONLY, attrs={"stash_type": I})
 
 __all__: list[str] = ["CONV_ATTRS", "matmul_shape"]

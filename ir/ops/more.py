@@ -146,6 +146,78 @@ def _einsum(op: Op) -> list[TensorType]:
 define("Einsum", operands=(1, None), infer=_einsum, attrs={"equation": Attr("str", required=True)})
 
 
+# --- Resize / Upsample ----------------------------------------------------------------
+def _resize_shape(x: TensorType, scales, sizes, axes: list[int] | None, policy: str) -> tuple[Dim, ...] | None:
+    """The result shape onnx.reference / onnxruntime give, or None when it is not known
+    from the constant `scales` (floor(d * s)) or `sizes` (with ``keep_aspect_ratio_policy``)."""
+    r = x.rank
+    ax = [a + r if a < 0 else a for a in axes] if axes else list(range(r))
+    if sizes is not None and sizes.size:
+        if sizes.size != len(ax):
+            raise TypeInferenceError(f"Resize: {sizes.size} sizes for {len(ax)} axes")
+        out: list[Dim] = list(x.shape)
+        for a, s in zip(ax, sizes.reshape(-1).tolist()):
+            out[a] = int(s)
+        if policy in ("", "stretch"):
+            return tuple(out)
+        if not all(isinstance(x.shape[a], int) for a in ax):
+            return None
+        ratios = [int(s) / x.shape[a] for a, s in zip(ax, sizes.reshape(-1).tolist())]  # type: ignore[operator]
+        k = min(ratios) if policy == "not_larger" else max(ratios)
+        for a in ax:
+            out[a] = int(k * x.shape[a] + 0.5)  # type: ignore[operator]
+        return tuple(out)
+    if scales is not None and scales.size:
+        if scales.size != len(ax):
+            raise TypeInferenceError(f"Resize: {scales.size} scales for {len(ax)} axes")
+        out = list(x.shape)
+        for a, s in zip(ax, scales.reshape(-1).tolist()):
+            out[a] = int(x.shape[a] * s) if isinstance(x.shape[a], int) else (x.shape[a] if s == 1 else "?")
+        return tuple(out)
+    return None
+
+
+def _resize(op: Op) -> list[TensorType]:
+    """Resize(X, roi, scales, sizes); the opset-10 form Resize(X, scales) has two operands.
+    The shape follows from constant `scales` or `sizes`, so it is known once they fold."""
+    x = operand_type(op, 0)
+    if len(op.operands) == 2:  # opset 10 (opset 11+ needs scales or sizes after roi)
+        scales, sizes = const_operand(op, 1), None
+    else:
+        scales, sizes = const_operand(op, 2), const_operand(op, 3)
+    given = [op.operands[i] is not None for i in (2, 3) if i < len(op.operands)]
+    if op.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" or (
+            any(given) and scales is None and sizes is None) or len(op.operands) == 1:
+        return trusted(op, "Resize's scales/sizes are not constant")
+    shape = _resize_shape(x, scales, sizes, op.attrs.get("axes"), op.attrs.get("keep_aspect_ratio_policy") or "")
+    if shape is None:
+        return trusted(op, "Resize's result shape needs static input dims")
+    return [x.with_shape(shape)]
+
+
+def _upsample(op: Op) -> list[TensorType]:
+    """Upsample(X, scales) (opset 9; older forms are upgraded to it on import)."""
+    x = operand_type(op, 0)
+    scales = const_operand(op, 1)
+    if scales is None:
+        return trusted(op, "Upsample's scales are not constant")
+    shape = _resize_shape(x, scales, None, None, "")
+    return [x.with_shape(shape)] if shape is not None else trusted(op, "unknown Upsample shape")
+
+
+# No defaults: a Resize keeps the attributes its opset gave it (opset 10 and 11+ differ in
+# their coordinate mapping), and the runtime evaluates it at the model's opset.
+define("Resize", operands=(1, 4), infer=_resize,
+       attrs={"antialias": Attr("int"), "axes": Attr("ints"), "coordinate_transformation_mode": Attr("str"),
+              "cubic_coeff_a": Attr("float"), "exclude_outside": Attr("int"), "extrapolation_value": Attr("float"),
+              "keep_aspect_ratio_policy": Attr("str"), "mode": Attr("str"), "nearest_mode": Attr("str")},
+       doc="%y = Resize(%x, none, none, %sizes) {mode = \"nearest\"} : (tensor<1x8x8x8xf32>, tensor<4xi64>) -> "
+           "tensor<1x8x16x16xf32>  (%sizes = const [1, 8, 16, 16])")
+define("Upsample", operands=(1, 2), infer=_upsample, attrs={"mode": Attr("str"), "scales": Attr("floats")},
+       doc="%y = Upsample(%x, %s) {mode = \"nearest\"} : (tensor<1x8x8x8xf32>, tensor<4xf32>) -> "
+           "tensor<1x8x16x16xf32>  (%s = const [1, 1, 2, 2])")
+
+
 # --- ONNX-ML ------------------------------------------------------------------------
 def _array_feature_extractor(op: Op) -> list[TensorType]:
     """Follows onnx.reference / onnxruntime: a rank-1 input gives a [1, n] result."""

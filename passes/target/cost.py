@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from ir.core import Op, Value
 from ir.gemm import Gemm
 from ir.gemm import dim_value as _num
-from ir.registry import ENGINES, VIEW, gemm_dims, lookup
+from ir.registry import ENGINES, HOST, VIEW, gemm_dims, lookup
 from ir.types import DType, TensorType
 from passes.target.soc import Soc
 
@@ -118,6 +118,8 @@ def op_seconds(op: Op, soc: Soc, engine: str) -> OpCost:
     """Estimated latency of `op` on `engine`."""
     d = lookup(op.kind)
     if d is not None and d.has(VIEW):
+        return OpCost(engine, 0.0, 0)
+    if engine == HOST:  # the shape program: a few integer ops on the host, overlapped with the AI Core
         return OpCost(engine, 0.0, 0)
     if engine == "cube":
         g = gemm_dims(op)

@@ -47,7 +47,7 @@ class KernelEntry:
 
 
 _KERNELS: dict[str, KernelEntry] = {}
-_FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "random")
+_FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "random", "shape")
 _loaded = False
 
 

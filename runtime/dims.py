@@ -1,0 +1,121 @@
+"""Symbolic dims at run time: bind the symbols from the feeds' shapes, then give
+every bounded activation a view of its actual shape at its planned offset.
+
+The compiler planned each tensor with symbolic dims at the bound of its symbols
+(``program["dims"]``); a run binds ``sequence_length = 7`` from ``input_ids``'s
+shape and views the first bytes of that slot as ``[batch_size, 7, 64]``.
+Nothing is allocated: a view is a header onto the one arena, and the views are
+cached per binding (the decode loop repeats the same shapes).
+
+    bind_dims([("input_ids", ["batch_size", "sequence_length"])], [ids], {"sequence_length": (1, 64)})
+      -> {"batch_size": 1, "sequence_length": 7}
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from ir.symbolic import parse_dim
+from runtime.errors import InputError, RuntimeFailure
+
+__all__ = ["DynamicViews", "bind_dims"]
+
+
+def _plain_symbol(d: Any) -> str | None:
+    e = parse_dim(d) if isinstance(d, str) else None
+    if e is None or len(e.terms) != 1:
+        return None
+    (m, c), = e.terms.items()
+    return m[0] if c == 1 and len(m) == 1 else None
+
+
+def _solve_linear(d: str, n: int, env: dict[str, int]) -> bool:
+    """Bind the one unbound symbol of `d` when it appears alone with coefficient ±1."""
+    e = parse_dim(d)
+    if e is None:
+        return False
+    free = [m for m in e.terms if any(s not in env for s in m)]
+    if len(free) != 1 or len(free[0]) != 1 or abs(e.terms[free[0]]) != 1:
+        return False
+    rest = sum(c * int(np.prod([env[s] for s in m])) for m, c in e.terms.items() if m != free[0])
+    env[free[0][0]] = (n - rest) * e.terms[free[0]]
+    return True
+
+
+def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.ndarray],
+              ranges: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+    """Each symbol's value from the inputs' shapes; `InputError` when the shapes
+    disagree with each other or fall outside the compiled ranges."""
+    env: dict[str, int] = {}
+    exprs: list[tuple[str, str, int]] = []
+    for (name, shape), a in zip(specs, arrays):
+        for d, n in zip(shape, a.shape):
+            if isinstance(d, int):
+                continue
+            sym = _plain_symbol(d)
+            if sym is None:
+                exprs.append((name, d, int(n)))
+            elif env.setdefault(sym, int(n)) != int(n):
+                raise InputError(f"input {name!r}: dim {sym} is {n} here but {env[sym]} in another input")
+    pending = list(exprs)
+    while pending:
+        solved = [x for x in pending if _solve_linear(x[1], x[2], env)]
+        if not solved:
+            break
+        pending = [x for x in pending if x not in solved]
+    for name, d, n in exprs:
+        e = parse_dim(d)
+        if e is None or any(s not in env for m in e.terms for s in m):
+            continue
+        if e.value(env) != n:
+            raise InputError(f"input {name!r}: dim {d!r} should be {e.value(env)} with "
+                             f"{', '.join(f'{k}={v}' for k, v in sorted(env.items()))}, received {n}")
+    for sym, v in env.items():
+        lo, hi = ranges.get(sym, (0, None))
+        if v < lo or (hi is not None and v > hi):
+            raise InputError(f"dim {sym} = {v} is outside the range the model was compiled for "
+                             f"({lo}~{hi}); recompile with a wider --dim_range")
+    return env
+
+
+class DynamicViews:
+    """The activations whose shape has symbols: their planned slots and, per
+    binding of the symbols, their views (the last few bindings are kept)."""
+
+    KEEP = 8
+
+    def __init__(self, acts: Sequence[Mapping[str, Any]], arena: np.ndarray, dtype_of) -> None:
+        self.arena = arena
+        self.slots = [(i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), list(a["shape"]))
+                      for i, a in enumerate(acts)
+                      if a["offset"] >= 0 and not all(isinstance(d, int) for d in a["shape"])]
+        self._cache: OrderedDict[tuple, dict[int, np.ndarray]] = OrderedDict()
+
+    def __bool__(self) -> bool:
+        return bool(self.slots)
+
+    def views(self, env: Mapping[str, int]) -> dict[int, np.ndarray]:
+        key = tuple(sorted(env.items()))
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        out = {}
+        for i, off, cap, dt, shape in self.slots:
+            try:
+                dims = [d if isinstance(d, int) else parse_dim(d).value(env) for d in shape]
+            except (AttributeError, KeyError):
+                raise RuntimeFailure(f"activation {i}: shape {shape} has a symbol no input binds") from None
+            n = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+            if min(dims, default=0) < 0 or n > cap:
+                raise RuntimeFailure(f"activation {i}: shape {dims} ({n} bytes) does not fit its slot of "
+                                     f"{cap} bytes planned at the bound")
+            out[i] = self.arena[off: off + n].view(dt).reshape(dims)
+        self._cache[key] = out
+        if len(self._cache) > self.KEEP:
+            self._cache.popitem(last=False)
+        return out
