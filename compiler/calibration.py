@@ -42,6 +42,7 @@ import numpy as np
 from compiler.calibration_data import load_calibration_data
 from ir.core import Graph
 from ir.errors import UsageError
+from ir.symbolic import parse_ranges
 from passes.calibrator import (
     DEFAULT_BATCH,
     Each,
@@ -254,7 +255,7 @@ def calibrate(
     targets = list(names) if names is not None else calibration_targets(graph, keep_dtype)
     n = next(iter(data.values())).shape[0] if data else 0
     pct = percentile if method == "percentile" else None
-    feeds = batches(data, graph.inputs, batch_size) if n else []
+    feeds = batches(data, graph.inputs, batch_size, parse_ranges(graph.attrs.get("dim_ranges"))) if n else []
     if not targets:
         return CalibrationResult({}, n, feeds, runner, method=method, percentile=pct)
     run = runner(graph, targets)
@@ -363,6 +364,7 @@ def compile_calibrator(graph: Graph, opts: Any, data: Mapping[str, np.ndarray] |
     if data is None:
         data = load_calibration_data(opts.calibration_data, graph.inputs)
     batch_size = int(opts.calibration_batch_size)
-    return SampleCalibrator(data, batches(data, graph.inputs, batch_size), opts.calibration_method,
+    return SampleCalibrator(data, batches(data, graph.inputs, batch_size, parse_ranges(graph.attrs.get("dim_ranges"))),
+                            opts.calibration_method,
                             opts.calibration_percentile, batch_size, opts.keep_dtype,
                             bool(opts.progress))

@@ -147,16 +147,17 @@ def _div(x: Dim, y: Dim) -> Dim:
 
 
 def _equal(attrs, vals, types) -> Value:
-    """Equal(dims, c): a dim is never negative, so comparing with a negative int is False."""
+    """Equal(dims, ints): a dim is never negative, so it never equals a negative int."""
     a, b = Sym.of(vals[0]), vals[1]
     if a is None or not isinstance(b, np.ndarray):
         return None
-    c = b.reshape(-1)
-    if c.size != 1:
+    c = [int(x) for x in b.reshape(-1)]
+    if len(c) == 1:
+        c = c * len(a.dims)
+    if len(c) != len(a.dims):
         return None
-    c0 = int(c[0])
-    out = [d == c0 if isinstance(d, int) else (False if c0 < 0 else None) for d in a.dims]
-    return None if None in out else np.array(out, bool).reshape(a.shape)
+    out = [d == k if isinstance(d, int) else (False if k < 0 else None) for d, k in zip(a.dims, c)]
+    return None if None in out else np.array(out, bool).reshape(a.shape if len(a.shape) >= b.ndim else b.shape)
 
 
 def _where(attrs, vals, types) -> Value:

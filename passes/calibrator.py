@@ -30,6 +30,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 import numpy as np
 
 from ir.core import Graph, Value
+from ir.symbolic import dim_bound, parse_ranges
 
 __all__ = [
     "DEFAULT_BATCH",
@@ -84,12 +85,17 @@ def static_batch(inputs: Sequence[Value]) -> int | None:
     return int(static[0]) if static else None
 
 
-def batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int) -> list[dict[str, np.ndarray]]:
+def batches(data: Mapping[str, np.ndarray], inputs: Sequence[Value], batch_size: int,
+            ranges: Mapping[str, tuple[int, int]] | None = None) -> list[dict[str, np.ndarray]]:
     """Feeds of the batch size the model takes: its static batch dimension when it
-    has one (the tail is padded by wrapping round), else `batch_size`."""
+    has one (the tail is padded by wrapping round), else `batch_size`, at most the
+    bound of a symbolic batch dim (`ranges`, the graph's ``dim_ranges``)."""
     n = next(iter(data.values())).shape[0]
     static = static_batch(inputs)
     b = static or batch_size
+    bounds = [dim_bound(v.type.shape[0], ranges) for v in inputs if v.type.rank and ranges]
+    if not static and any(x is not None for x in bounds):
+        b = max(1, min([b] + [x for x in bounds if x is not None]))
     out = []
     for s in range(0, n, b):
         idx = np.arange(s, min(s + b, n))
@@ -156,7 +162,7 @@ def synthetic(graph: Graph, samples: int, amax: float) -> Ranges:
     rng = np.random.default_rng(0)
     data = {v.name: rng.uniform(-amax, amax, [samples, *(d if isinstance(d, int) else 1 for d in v.type.shape[1:])])
             .astype(v.type.dtype.numpy) for v in graph.inputs}
-    return Ranges({}, samples, batches(data, graph.inputs, DEFAULT_BATCH))
+    return Ranges({}, samples, batches(data, graph.inputs, DEFAULT_BATCH, parse_ranges(graph.attrs.get("dim_ranges"))))
 
 
 def as_calibrator(ranges: object) -> Calibrator:

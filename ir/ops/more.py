@@ -13,7 +13,9 @@ import math
 
 from ir.core import Op
 from ir.ops._infer import broadcast, const_operand, norm_axis, operand_type, same_as, trusted
+from ir.ops.shape import shape_operand
 from ir.registry import SHAPE_FROM_DATA, Attr, TypeInferenceError, define
+from ir.symbolic import UNKNOWN, dim_mul
 from ir.types import Dim, DType, TensorType
 
 __all__: list[str] = []
@@ -147,22 +149,24 @@ define("Einsum", operands=(1, None), infer=_einsum, attrs={"equation": Attr("str
 
 
 # --- Resize / Upsample ----------------------------------------------------------------
-def _resize_shape(x: TensorType, scales, sizes, axes: list[int] | None, policy: str) -> tuple[Dim, ...] | None:
+def _resize_shape(x: TensorType, scales, sizes: list[Dim] | None, axes: list[int] | None,
+                  policy: str) -> tuple[Dim, ...] | None:
     """The result shape onnx.reference / onnxruntime give, or None when it is not known
-    from the constant `scales` (floor(d * s)) or `sizes` (with ``keep_aspect_ratio_policy``)."""
+    from the constant `scales` (floor(d * s)) or the constant / ``sym.dims`` `sizes`
+    (with ``keep_aspect_ratio_policy``)."""
     r = x.rank
     ax = [a + r if a < 0 else a for a in axes] if axes else list(range(r))
-    if sizes is not None and sizes.size:
-        if sizes.size != len(ax):
-            raise TypeInferenceError(f"Resize: {sizes.size} sizes for {len(ax)} axes")
+    if sizes:
+        if len(sizes) != len(ax):
+            raise TypeInferenceError(f"Resize: {len(sizes)} sizes for {len(ax)} axes")
         out: list[Dim] = list(x.shape)
-        for a, s in zip(ax, sizes.reshape(-1).tolist()):
-            out[a] = int(s)
+        for a, d in zip(ax, sizes):
+            out[a] = d
         if policy in ("", "stretch"):
             return tuple(out)
-        if not all(isinstance(x.shape[a], int) for a in ax):
+        if not all(isinstance(x.shape[a], int) for a in ax) or not all(isinstance(d, int) for d in sizes):
             return None
-        ratios = [int(s) / x.shape[a] for a, s in zip(ax, sizes.reshape(-1).tolist())]  # type: ignore[operator]
+        ratios = [d / x.shape[a] for a, d in zip(ax, sizes)]  # type: ignore[operator]
         k = min(ratios) if policy == "not_larger" else max(ratios)
         for a in ax:
             out[a] = int(k * x.shape[a] + 0.5)  # type: ignore[operator]
@@ -172,37 +176,37 @@ def _resize_shape(x: TensorType, scales, sizes, axes: list[int] | None, policy: 
             raise TypeInferenceError(f"Resize: {scales.size} scales for {len(ax)} axes")
         out = list(x.shape)
         for a, s in zip(ax, scales.reshape(-1).tolist()):
-            out[a] = int(x.shape[a] * s) if isinstance(x.shape[a], int) else (x.shape[a] if s == 1 else "?")
+            d = x.shape[a]
+            if isinstance(d, int):
+                out[a] = int(d * s)
+            else:  # floor(d * s) of a symbol is an expression only for a whole scale
+                out[a] = dim_mul(d, int(s)) if float(s).is_integer() and s >= 1 else UNKNOWN
         return tuple(out)
     return None
 
 
 def _resize(op: Op) -> list[TensorType]:
     """Resize(X, roi, scales, sizes); the opset-10 form Resize(X, scales) has two operands.
-    The shape follows from constant `scales` or `sizes`, so it is known once they fold."""
+    The shape follows from constant `scales` or `sizes` (or sizes of the shape program),
+    so it is known once they fold; otherwise the op keeps the type it has."""
     x = operand_type(op, 0)
     if len(op.operands) == 2:  # opset 10 (opset 11+ needs scales or sizes after roi)
         scales, sizes = const_operand(op, 1), None
     else:
-        scales, sizes = const_operand(op, 2), const_operand(op, 3)
-    given = [op.operands[i] is not None for i in (2, 3) if i < len(op.operands)]
-    if op.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize" or (
-            any(given) and scales is None and sizes is None) or len(op.operands) == 1:
-        return trusted(op, "Resize's scales/sizes are not constant")
+        scales, sizes = const_operand(op, 2), shape_operand(op, 3)
+    if op.attrs.get("coordinate_transformation_mode") == "tf_crop_and_resize":
+        return trusted(op, "tf_crop_and_resize's result shape depends on roi")
     shape = _resize_shape(x, scales, sizes, op.attrs.get("axes"), op.attrs.get("keep_aspect_ratio_policy") or "")
     if shape is None:
-        return trusted(op, "Resize's result shape needs static input dims")
+        return trusted(op, "Resize's scales/sizes are not constant")
     return [x.with_shape(shape)]
 
 
 def _upsample(op: Op) -> list[TensorType]:
     """Upsample(X, scales) (opset 9; older forms are upgraded to it on import)."""
     x = operand_type(op, 0)
-    scales = const_operand(op, 1)
-    if scales is None:
-        return trusted(op, "Upsample's scales are not constant")
-    shape = _resize_shape(x, scales, None, None, "")
-    return [x.with_shape(shape)] if shape is not None else trusted(op, "unknown Upsample shape")
+    shape = _resize_shape(x, const_operand(op, 1), None, None, "")
+    return [x.with_shape(shape)] if shape is not None else trusted(op, "Upsample's scales are not constant")
 
 
 # No defaults: a Resize keeps the attributes its opset gave it (opset 10 and 11+ differ in

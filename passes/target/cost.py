@@ -16,7 +16,8 @@ Three engines, three formulas (all SoC numbers come from `passes.target.soc`):
   and the Vector compute time times the seed's ~50x slowdown.
 
 A Cube op's GEMM comes from its declaration (`ir.registry.gemm_dims`).  Symbolic
-dims (a dynamic batch ``N``) count as 1.  Views cost nothing.
+dims are costed at their bounds (the graph's ``dim_ranges``); an unbounded one
+counts as 1.  Views and the host-side shape program cost nothing.
 
     op_seconds(op, load_soc("Ascend310P3"), "cube")
     OpCost(engine="cube", seconds=2.1e-05, cycles=9000)
@@ -28,13 +29,29 @@ import math
 from dataclasses import dataclass
 
 from ir.core import Op, Value
-from ir.gemm import Gemm
-from ir.gemm import dim_value as _num
+from ir.gemm import Gemm, dim_value
 from ir.registry import ENGINES, HOST, VIEW, gemm_dims, lookup
+from ir.symbolic import dim_bound, parse_ranges
 from ir.types import DType, TensorType
 from passes.target.soc import Soc
 
 __all__ = ["OpCost", "cube_dtype", "op_seconds"]
+
+
+Ranges = dict[str, tuple[int, int]]
+
+
+def _ranges(op: Op) -> Ranges:
+    return parse_ranges(op.graph.attrs.get("dim_ranges")) if op.graph is not None else {}
+
+
+def _num(d, r: Ranges) -> int:
+    """A dim as a number: its bound over the symbols' ranges (the size a plan and
+    the cost are for), or, for an unbounded symbol, 1."""
+    if isinstance(d, int):
+        return d
+    b = dim_bound(d, r) if r else None
+    return b if b is not None else dim_value(d)
 
 
 def _type(v: Value | None) -> TensorType | None:
@@ -51,18 +68,18 @@ def cube_dtype(soc: Soc, dtype: DType) -> str | None:
     return None
 
 
-def _nbytes(t: TensorType | None) -> int:
+def _nbytes(t: TensorType | None, r: Ranges) -> int:
     if t is None:
         return 0
-    return math.prod(_num(d) for d in t.shape) * t.dtype.itemsize
+    return math.prod(_num(d, r) for d in t.shape) * t.dtype.itemsize
 
 
-def _numel(t: TensorType | None) -> int:
-    return 0 if t is None else math.prod(_num(d) for d in t.shape)
+def _numel(t: TensorType | None, r: Ranges) -> int:
+    return 0 if t is None else math.prod(_num(d, r) for d in t.shape)
 
 
-def _io_bytes(op: Op) -> int:
-    return sum(_nbytes(_type(v)) for v in op.operands) + sum(_nbytes(r.type) for r in op.results)
+def _io_bytes(op: Op, r: Ranges) -> int:
+    return sum(_nbytes(_type(v), r) for v in op.operands) + sum(_nbytes(x.type, r) for x in op.results)
 
 
 @dataclass(frozen=True)
@@ -72,8 +89,8 @@ class OpCost:
     cycles: int
 
 
-def _tile_plan(op: Op, g: Gemm) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
-    m, k, n = (_num(d) for d in g.dims)
+def _tile_plan(op: Op, g: Gemm, r: Ranges) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
+    m, k, n = (_num(d, r) for d in g.dims)
     tile = op.attrs.get("tile")
     if tile and len(tile) == 3:
         tm, tn, tk = (max(1, int(t)) for t in tile)
@@ -82,36 +99,36 @@ def _tile_plan(op: Op, g: Gemm) -> tuple[tuple[int, int, int], tuple[int, int, i
     return (tm, tn, tk), (math.ceil(m / tm), math.ceil(n / tn), math.ceil(k / tk))
 
 
-def _cube_seconds(op: Op, soc: Soc, g: Gemm) -> tuple[float, int]:
+def _cube_seconds(op: Op, soc: Soc, g: Gemm, r: Ranges) -> tuple[float, int]:
     dt = cube_dtype(soc, g.dtype) or "f16"
     fm, fk, fn = soc.cube_fractal[dt]
-    m, k, n = (_num(d) for d in g.dims)
-    batch = _num(g.batch)
+    m, k, n = (_num(d, r) for d in g.dims)
+    batch = _num(g.batch, r)
     fractals = batch * math.ceil(m / fm) * math.ceil(k / fk) * math.ceil(n / fn)
-    _, (nm, nn, nk) = _tile_plan(op, g)
+    _, (nm, nn, nk) = _tile_plan(op, g, r)
     blocks = batch * nm * nn  # independent output blocks, spread over the cores
     cores = max(1, min(soc.ai_cores, blocks))
     cycles = (fractals * soc.cube_cycles_per_fractal + blocks * nk * soc.cube_tile_overhead_cycles) / cores
     cycles += soc.cube_setup_cycles
-    a_bytes, b_bytes = _nbytes(_type(op.operands[0])), _nbytes(_type(op.operands[1]))
-    rest = sum(_nbytes(_type(v)) for v in op.operands[2:]) + sum(_nbytes(r.type) for r in op.results)
+    a_bytes, b_bytes = _nbytes(_type(op.operands[0]), r), _nbytes(_type(op.operands[1]), r)
+    rest = sum(_nbytes(_type(v), r) for v in op.operands[2:]) + sum(_nbytes(x.type, r) for x in op.results)
     moved = a_bytes * nn + b_bytes * nm + rest
     seconds = soc.kernel_launch_s + cycles / soc.clock_hz + moved / soc.ddr_bandwidth
     return seconds, int(cycles)
 
 
-def _vector_work(op: Op, soc: Soc) -> float:
+def _vector_work(op: Op, soc: Soc, r: Ranges) -> float:
     g = gemm_dims(op)
     if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency
-        return g.macs / soc.vector_matmul_efficiency
-    return max([_numel(_type(v)) for v in op.operands] + [_numel(r.type) for r in op.results] + [1])
+        return math.prod(_num(d, r) for d in (g.batch, *g.dims)) / soc.vector_matmul_efficiency
+    return max([_numel(_type(v), r) for v in op.operands] + [_numel(x.type, r) for x in op.results] + [1])
 
 
-def _vector_compute(op: Op, soc: Soc) -> float:
+def _vector_compute(op: Op, soc: Soc, r: Ranges) -> float:
     """Vector-unit cycles for `op` (no launch, no memory)."""
     t = _type(op.operands[0]) if op.operands and op.operands[0] is not None else op.results[0].type
     lanes = soc.vector_lanes(t.dtype.itemsize if t is not None else 4)
-    return soc.vector_setup_cycles + math.ceil(_vector_work(op, soc) / lanes) / soc.ai_cores
+    return soc.vector_setup_cycles + math.ceil(_vector_work(op, soc, r) / lanes) / soc.ai_cores
 
 
 def op_seconds(op: Op, soc: Soc, engine: str) -> OpCost:
@@ -121,14 +138,15 @@ def op_seconds(op: Op, soc: Soc, engine: str) -> OpCost:
         return OpCost(engine, 0.0, 0)
     if engine == HOST:  # the shape program: a few integer ops on the host, overlapped with the AI Core
         return OpCost(engine, 0.0, 0)
+    r = _ranges(op)  # symbolic dims are costed at their bounds
     if engine == "cube":
         g = gemm_dims(op)
         if g is None:
             raise ValueError(f"{op.kind} is not a Cube op")
-        s, c = _cube_seconds(op, soc, g)
+        s, c = _cube_seconds(op, soc, g, r)
         return OpCost(engine, s, c)
-    vcycles = _vector_compute(op, soc)
-    io = _io_bytes(op)
+    vcycles = _vector_compute(op, soc, r)
+    io = _io_bytes(op, r)
     if engine == "vector":
         s = soc.kernel_launch_s + vcycles / soc.clock_hz + io / soc.ddr_bandwidth
         return OpCost(engine, s, int(vcycles))
