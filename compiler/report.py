@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any
 
 from ir.core import Graph
+from ir.symbolic import parse_ranges, symbols
 from passes.place import estimate
 
 __all__ = ["build_report", "format_summary"]
@@ -42,7 +43,10 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
         "weights_bytes": int(g.weights_bytes()),
     }
     est = estimate(g, comp.soc)
-    return {
+    dims = _dims(g)
+    if dims:
+        memory["planned_at"] = "the upper bound of every symbolic dim"
+    out = {
         "model": model_name,
         "soc_version": getattr(comp.soc, "name", opts.soc_version),
         "precision_mode": opts.precision_mode,
@@ -64,6 +68,16 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
                    for p in comp.passes],
         "import_seconds": round(comp.import_seconds, 6),
     }
+    if dims:
+        out["dims"] = dims
+    return out
+
+
+def _dims(g: Graph) -> dict[str, Any]:
+    """The symbolic dims of the inputs, with the ranges the plan assumes (None: unbounded)."""
+    ranges = parse_ranges(g.attrs.get("dim_ranges"))
+    names = sorted({s for v in g.inputs for d in v.type.shape for s in symbols(d)})
+    return {n: list(ranges[n]) if n in ranges else None for n in names}
 
 
 def _mib(n: int) -> str:
@@ -86,6 +100,8 @@ def format_summary(report: dict[str, Any]) -> str:
         (f"arena            {_mib(mem.get('arena_bytes', 0))} (lower bound {_mib(mem.get('lower_bound_bytes', 0))},"
         f" naive {_mib(mem.get('naive_bytes', 0))})"),
     ]
+    for name, rng in report.get("dims", {}).items():
+        lines.append(f"dim              {name}: {f'{rng[0]}~{rng[1]}' if rng else 'unbounded (not planned)'}")
     if report.get("estimated_latency_ms") is not None:
         lines.append(f"est. latency     {report['estimated_latency_ms']:.3f} ms")
     fb = report.get("fallbacks", [])

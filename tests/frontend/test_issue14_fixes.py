@@ -88,11 +88,12 @@ def test_symbolic_batch_compiles_with_force_fp16():
 
 
 # -- (c) Resize types are recomputed once its sizes fold ---------------------------------------
-def _fpn() -> onnx.ModelProto:
+def _fpn(batch: int | str) -> onnx.ModelProto:
     """A two-level FPN/PAN neck: the coarse map is resized to the fine one's size
     (torchvision: F.interpolate(top, size=lat.shape[-2:])), concatenated with it and
     convolved.  ONNX's data propagation stops at the Identity, so ONNX types the Resize
-    result 1x8x?x?; the sizes fold to a constant on import."""
+    result 1x8x?x?; the sizes fold to a constant on import (to ``sym.dims`` with a
+    symbolic batch)."""
     rng = np.random.default_rng(1)
     nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1] * 4),
              helper.make_node("Relu", ["c1"], ["r1"]),                                  # 16x16
@@ -115,19 +116,20 @@ def _fpn() -> onnx.ModelProto:
              "l2": _w(rng, 8, 8, 1, 1), "o1": _w(rng, 8, 16, 3, 3), "o2": _w(rng, 4, 8, 3, 3),
              "st": np.array([-2], np.int64), "en": np.array([2**63 - 1], np.int64),
              "zero": np.array([0], np.int64), "two": np.array([2], np.int64)}
-    return _model(nodes, {"x": (F, [1, 3, 16, 16])}, inits)
+    return _model(nodes, {"x": (F, [batch, 3, 16, 16])}, inits)
 
 
-def test_resize_with_folded_sizes_keeps_backbone_on_cube():
-    m = _fpn()
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_resize_with_folded_sizes_keeps_backbone_on_cube(batch):
+    m = _fpn(batch)
     exe = compile_model(m, soc_version=SOC)
     g = exe.compilation.graph
     (resize,) = [op for op in g.ops if op.kind == "Resize"]
-    assert resize.result.type == TensorType(DType.f32, (1, 8, 16, 16))
+    assert resize.result.type == TensorType(DType.f32, (batch, 8, 16, 16))
     convs = [op for op in g.ops if "conv" in op.kind.lower()]
     assert len(convs) == 6 and all(op.attrs.get("engine") == "cube" for op in convs), \
         [(op.kind, op.attrs.get("engine")) for op in convs]
     assert exe.full_report["ops"]["by_engine"].get("aicpu", 0) == 1  # the Resize alone
-    x = np.random.default_rng(2).standard_normal((1, 3, 16, 16)).astype(np.float32)
+    x = np.random.default_rng(2).standard_normal((1 if batch == 1 else 2, 3, 16, 16)).astype(np.float32)
     (got,) = Session(exe).run(None, {"x": x})
     np.testing.assert_allclose(got, _ort(m, {"x": x}), rtol=1e-4, atol=1e-5)
