@@ -51,6 +51,7 @@ class Program:
     memory: dict[str, Any] = field(default_factory=dict)
     opset: int | None = None
     dims: dict[str, list[int]] = field(default_factory=dict)  # symbol -> [lo, hi], the bounds planned for
+    gears: dict[str, list] = field(default_factory=dict)  # ATC's gears: {"dims": [symbols], "values": [[...], ...]}
 
     def to_json(self) -> dict[str, Any]:
         """The ``program`` section of the .om header (weights by name only)."""
@@ -60,6 +61,8 @@ class Program:
         }
         if self.dims:
             out["dims"] = self.dims
+        if self.gears:
+            out["gears"] = self.gears
         return out
 
 
@@ -85,6 +88,9 @@ class _Lowering:
         self.p = Program(opset=graph.attrs.get("opset"))
         self.ranges = parse_ranges(graph.attrs.get("dim_ranges"))
         self.p.dims = {k: [lo, hi] for k, (lo, hi) in sorted(self.ranges.items())}
+        gears = graph.attrs.get("dim_gears")
+        if gears:
+            self.p.gears = {"dims": [str(x) for x in gears[0]], "values": [[int(x) for x in v] for v in gears[1:]]}
         self.act: dict[int, int] = {}  # id(Value) -> activation id
         self.wname: dict[int, str] = {}  # id(Value) of a const result -> weight name
         self.used_weights: set[str] = set()

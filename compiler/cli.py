@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
       help='"sequence_length:1~64;past_sequence_length:0~63" bounds named dims: one .om runs every shape '
            'in range, its memory planned at the bounds')
     a("--input_shape_range", default=None, help='ATC\'s per-input form of --dim_range: "input_ids:[1,1~64]"')
+    a("--dynamic_batch_size", default=None,
+      help='ATC\'s gears: "1,2,4,8", the batch sizes the -1 batch of --input_shape takes (one .om)')
+    a("--dynamic_image_size", default=None, help='"224,224;320,320": the (height, width) pairs of the -1 dims')
+    a("--dynamic_dims", default=None, help='"1,224;2,320": per gear, one value for each -1 of --input_shape')
     a("--out_nodes", default=None, help='"tensor;node:index" tensors to make the outputs')
     a("--precision_mode", default="force_fp32",
       help="force_fp32 | must_keep_origin_dtype | force_fp16 | allow_fp32_to_fp16 | allow_quantize")
@@ -90,9 +94,10 @@ def parse_input_shape(spec: str | None) -> dict[str, list[int]] | None:
             shapes[name] = [int(d) for d in dims.split(",") if d.strip()]
         except ValueError:
             raise UsageError(f"--input_shape: dimensions of {name!r} must be integers, got {dims!r}") from None
-        if any(d < 0 for d in shapes[name]):  # 0 is a size (an empty KV cache at the prompt step)
-            raise UsageError(f"--input_shape: {name!r} has a negative dimension ({dims}); dynamic dims are not "
-                             "supported")
+        # 0 is a size (an empty KV cache at the prompt step); -1 a dim that changes (with a gear flag)
+        if any(d < -1 for d in shapes[name]):
+            raise UsageError(f"--input_shape: {name!r} has a dimension below -1 ({dims}); -1 marks a dim "
+                             "that changes (with --dynamic_batch_size, --dynamic_image_size or --dynamic_dims)")
     return shapes
 
 
@@ -128,6 +133,9 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
         input_format=args.input_format,
         dim_range=args.dim_range,
         input_shape_range=args.input_shape_range,
+        dynamic_batch_size=args.dynamic_batch_size,
+        dynamic_image_size=args.dynamic_image_size,
+        dynamic_dims=args.dynamic_dims,
         out_nodes=[s for s in args.out_nodes.split(";") if s] if args.out_nodes else None,
         precision_mode=args.precision_mode,
         passes=args.passes,

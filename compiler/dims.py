@@ -8,6 +8,10 @@ named dims of one input by position.  The bounds become the graph attribute
 rejects a feed outside them (exit 5).
 
     parse_dim_range("sequence_length:1~64;batch_size:1~4") -> {"batch_size": (1, 4), "sequence_length": (1, 64)}
+
+ATC's gears (``--input_shape="data:-1,3,224,224" --dynamic_batch_size="1,2,4,8"``)
+are symbols that take only the listed values: one `.om`, one copy of the weights,
+one memory plan at the largest gear; the runtime rejects a shape between gears.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from ir.core import Graph
 from ir.errors import UsageError
 from ir.symbolic import symbols
 
-__all__ = ["apply_dim_ranges", "parse_dim_range", "parse_input_shape_range"]
+__all__ = ["apply_dim_ranges", "apply_gears", "gear_ranges", "parse_dim_range", "parse_input_shape_range"]
 
 _RANGE = re.compile(r"^\s*(\d+)\s*(?:~\s*(\d+))?\s*$")
 
@@ -92,3 +96,78 @@ def apply_dim_ranges(g: Graph, by_name: Mapping[str, tuple[int, int]],
                          f"its named dims are {', '.join(sorted(known)) or '(none)'}")
     if ranges:
         g.attrs["dim_ranges"] = [[k, lo, hi] for k, (lo, hi) in sorted(ranges.items())]
+
+
+# --- ATC's gears -----------------------------------------------------------------------------
+GEAR_FLAGS = ("--dynamic_batch_size", "--dynamic_image_size", "--dynamic_dims")
+MAX_GEARS = 100
+
+
+def _gear_values(flag: str, spec: str, arity: int | None) -> list[list[int]]:
+    sep = "," if flag == "--dynamic_batch_size" else ";"
+    gears = []
+    for part in spec.split(sep):
+        if not part.strip():
+            continue
+        try:
+            vals = [int(x) for x in part.split(",")] if sep == ";" else [int(part)]
+        except ValueError:
+            raise UsageError(f"{flag}: expected integers, got {part!r}") from None
+        if any(v < 1 for v in vals):
+            raise UsageError(f"{flag}: every size must be at least 1, got {part!r}")
+        if arity is not None and len(vals) != arity:
+            raise UsageError(f"{flag}: each gear needs {arity} value(s) (one per -1 in --input_shape), got {part!r}")
+        gears.append(vals)
+    if not 2 <= len(gears) <= MAX_GEARS:
+        raise UsageError(f"{flag}: give between 2 and {MAX_GEARS} gears, got {len(gears)}")
+    if len({tuple(g) for g in gears}) != len(gears):
+        raise UsageError(f"{flag}: gears must be distinct, got {spec!r}")
+    return gears
+
+
+def apply_gears(shapes: dict[str, list] | None, flags: Mapping[str, str | None]) -> tuple[dict | None, list]:
+    """ATC's gears: the -1 dims of ``--input_shape`` become symbols (``batch``;
+    ``height``/``width``; ``dim0``, ``dim1``, ...) taking only the listed values.
+    Returns the shapes with symbols and ``[[symbols...], [values...], ...]`` (the
+    graph's ``dim_gears``), or ``[]`` without gears."""
+    given = [(f, v) for f, v in flags.items() if v]
+    holes = [(n, i) for n, dims in (shapes or {}).items() for i, d in enumerate(dims) if d == -1]
+    if len(given) > 1:
+        raise UsageError(f"{' and '.join(f for f, _ in given)} exclude each other: give one")
+    if not given:
+        if holes:
+            raise UsageError("--input_shape: -1 needs one of " + ", ".join(GEAR_FLAGS)
+                             + " (or name the dim in the model and bound it with --dim_range)")
+        return shapes, []
+    flag, spec = given[0]
+    if not holes:
+        raise UsageError(f"{flag} needs --input_shape with -1 where the size changes")
+    out = {n: list(d) for n, d in shapes.items()}
+    if flag == "--dynamic_batch_size":
+        if any(i != 0 for _, i in holes):
+            raise UsageError("--dynamic_batch_size: -1 may only stand for the batch (the first dim) in --input_shape")
+        syms = ["batch"]
+        for n, i in holes:
+            out[n][i] = "batch"
+    elif flag == "--dynamic_image_size":
+        per_input = {n: [i for m, i in holes if m == n] for n, _ in holes}
+        if any(len(ix) != 2 for ix in per_input.values()):
+            raise UsageError("--dynamic_image_size: each image input needs exactly two -1 (height, width) "
+                             "in --input_shape")
+        syms = ["height", "width"]
+        for n, (ih, iw) in per_input.items():
+            out[n][ih], out[n][iw] = "height", "width"
+    else:
+        syms = [f"dim{k}" for k in range(len(holes))]
+        for (n, i), s in zip(holes, syms):
+            out[n][i] = s
+    values = _gear_values(flag, spec, len(syms))
+    return out, [syms, *values]
+
+
+def gear_ranges(gears: list) -> dict[str, tuple[int, int]]:
+    """Each gear symbol's range: the plan is made at the largest gear."""
+    if not gears:
+        return {}
+    syms, values = gears[0], gears[1:]
+    return {s: (min(v[k] for v in values), max(v[k] for v in values)) for k, s in enumerate(syms)}

@@ -18,7 +18,7 @@ from typing import Any
 
 import onnx
 
-from compiler.dims import apply_dim_ranges, parse_dim_range, parse_input_shape_range
+from compiler.dims import apply_dim_ranges, apply_gears, gear_ranges, parse_dim_range, parse_input_shape_range
 from compiler.frontend.layout import INPUT_FORMATS
 from ir.core import Graph
 from ir.errors import AtcError, InternalError, UsageError
@@ -45,6 +45,9 @@ class CompileOptions:
     input_format: str = "NCHW"  # NCHW | NHWC (4-D inputs are fed NHWC, transposed once) | ND
     dim_range: str | None = None  # "sequence_length:1~64;past_sequence_length:0~63": bounds of named dims
     input_shape_range: str | None = None  # ATC's "input_ids:[1,1~64]": bounds of an input's named dims
+    dynamic_batch_size: str | None = None  # ATC's gears: "1,2,4,8" for the -1 batch of input_shapes
+    dynamic_image_size: str | None = None  # "224,224;320,320" for the -1 height, width
+    dynamic_dims: str | None = None  # "1,224;2,320": one value per -1 of input_shapes, in order
     out_nodes: Sequence[str] | None = None
     precision_mode: str = "force_fp32"
     passes: str | None = None  # overrides the default pipeline
@@ -72,6 +75,10 @@ class CompileOptions:
         for k, v in extra.items():
             setattr(self, k, v)
 
+    def gear_flags(self) -> dict[str, str | None]:
+        return {"--dynamic_batch_size": self.dynamic_batch_size, "--dynamic_image_size": self.dynamic_image_size,
+                "--dynamic_dims": self.dynamic_dims}
+
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
         return tuple(f.name for f in dataclasses.fields(cls))
@@ -93,6 +100,7 @@ class CompileOptions:
             raise UsageError(f"--calibration_percentile={self.calibration_percentile} must be in (0, 100]")
         parse_dim_range(self.dim_range)
         parse_input_shape_range(self.input_shape_range)
+        apply_gears(dict(self.input_shapes) if self.input_shapes else None, self.gear_flags())
         if self.input_format not in INPUT_FORMATS:
             raise UsageError(f"unknown --input_format={self.input_format}; choose one of {', '.join(INPUT_FORMATS)}")
         if isinstance(self.calibration_batch_size, bool) or not isinstance(self.calibration_batch_size, int) \
@@ -153,11 +161,14 @@ def lower_to_ir(model: Any, opts: CompileOptions) -> Graph:
     from compiler.frontend import import_onnx
     from compiler.frontend.layout import feed_nhwc, nchw_input_shapes
 
-    shapes = dict(opts.input_shapes) if opts.input_shapes else None
+    shapes, gears = apply_gears(dict(opts.input_shapes) if opts.input_shapes else None, opts.gear_flags())
     if opts.input_format == "NHWC":
         shapes = nchw_input_shapes(shapes)
     g = import_onnx(model, input_shapes=shapes)
-    apply_dim_ranges(g, parse_dim_range(opts.dim_range), parse_input_shape_range(opts.input_shape_range))
+    apply_dim_ranges(g, {**parse_dim_range(opts.dim_range), **gear_ranges(gears)},
+                     parse_input_shape_range(opts.input_shape_range))
+    if gears:
+        g.attrs["dim_gears"] = gears
     if opts.input_format == "NHWC":
         feed_nhwc(g)
     if opts.out_nodes:

@@ -10,6 +10,7 @@ from typing import Any
 
 from ir.core import Graph
 from ir.symbolic import parse_ranges, symbols
+from passes.assign_buffers import arena_at
 from passes.place import estimate
 
 __all__ = ["build_report", "format_summary"]
@@ -70,7 +71,19 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
     }
     if dims:
         out["dims"] = dims
+    gears = g.attrs.get("dim_gears")
+    if gears:
+        out["gears"] = _gears(g, gears)
     return out
+
+
+def _gears(g: Graph, gears: list) -> dict[str, Any]:
+    """The gears, and per gear the arena a plan for it alone would take (the `.om`
+    holds one plan, at the largest gear, which every gear runs in)."""
+    syms, values = [str(s) for s in gears[0]], gears[1:]
+    per = [{"values": dict(zip(syms, v)), "arena_bytes": arena_at(g, {s: (x, x) for s, x in zip(syms, v)})}
+           for v in values]
+    return {"dims": syms, "values": [list(v) for v in values], "per_gear": per}
 
 
 def _dims(g: Graph) -> dict[str, Any]:
@@ -100,6 +113,12 @@ def format_summary(report: dict[str, Any]) -> str:
         (f"arena            {_mib(mem.get('arena_bytes', 0))} (lower bound {_mib(mem.get('lower_bound_bytes', 0))},"
         f" naive {_mib(mem.get('naive_bytes', 0))})"),
     ]
+    gears = report.get("gears")
+    if gears:
+        lines.append(f"gears            {len(gears['values'])} of {', '.join(gears['dims'])}; one plan at the largest")
+        for gear in gears["per_gear"]:
+            vals = ", ".join(f"{k}={v}" for k, v in gear["values"].items())
+            lines.append(f"  {vals:<24} alone would need an arena of {_mib(gear['arena_bytes'])}")
     for name, rng in report.get("dims", {}).items():
         lines.append(f"dim              {name}: {f'{rng[0]}~{rng[1]}' if rng else 'unbounded (not planned)'}")
     if report.get("estimated_latency_ms") is not None:

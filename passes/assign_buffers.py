@@ -371,6 +371,17 @@ class AssignBuffers(Pass):
         return _snapshot(graph) != before
 
 
+def arena_at(graph: Graph, ranges: dict[str, tuple[int, int]], alignment: int = 32, search: int = 50) -> int:
+    """The arena a plan for `ranges` (one gear: lo == hi) would take, leaving the
+    graph's own plan as it is: what a gear would need compiled alone."""
+    saved = graph.attrs.get("dim_ranges")
+    graph.attrs["dim_ranges"] = [[k, lo, hi] for k, (lo, hi) in sorted(ranges.items())]
+    try:
+        return plan(_group(graph, alignment, True, True).bufs, search)
+    finally:
+        graph.attrs["dim_ranges"] = saved
+
+
 def _activations(graph: Graph) -> list[Value]:
     return [r for op in graph.ops for r in op.results if _in_arena(r)]
 

@@ -47,9 +47,10 @@ def _solve_linear(d: str, n: int, env: dict[str, int]) -> bool:
 
 
 def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.ndarray],
-              ranges: Mapping[str, tuple[int, int]]) -> dict[str, int]:
+              ranges: Mapping[str, tuple[int, int]], gears: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Each symbol's value from the inputs' shapes; `InputError` when the shapes
-    disagree with each other or fall outside the compiled ranges."""
+    disagree with each other, fall outside the compiled ranges, or match none of
+    the compiled gears (``{"dims": [...], "values": [[...], ...]}``)."""
     env: dict[str, int] = {}
     exprs: list[tuple[str, str, int]] = []
     for (name, shape), a in zip(specs, arrays):
@@ -74,6 +75,12 @@ def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.nd
         if e.value(env) != n:
             raise InputError(f"input {name!r}: dim {d!r} should be {e.value(env)} with "
                              f"{', '.join(f'{k}={v}' for k, v in sorted(env.items()))}, received {n}")
+    if gears:
+        key = [env.get(d) for d in gears["dims"]]
+        if key not in gears["values"]:
+            listed = "; ".join(", ".join(f"{d}={v}" for d, v in zip(gears["dims"], g)) for g in gears["values"])
+            got = ", ".join(f"{d}={v}" for d, v in zip(gears["dims"], key))
+            raise InputError(f"the inputs' shapes give {got}, which is not one of the compiled gears: {listed}")
     for sym, v in env.items():
         lo, hi = ranges.get(sym, (0, None))
         if v < lo or (hi is not None and v > hi):

@@ -389,7 +389,8 @@ class Session:
     def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
         """Bind the symbols from the feeds' shapes and point every symbolic
         activation (and the steps writing it) at its view for this binding."""
-        dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges)
+        dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges,
+                         self.executable.program.get("gears"))
         self._dims.clear()
         self._dims.update(dims)
         if not self._dyn:

@@ -31,6 +31,11 @@ FLAG_TESTS = {
     "--soc_version": "test_flags::test_soc_version",
     "--input_shape": "test_flags::test_input_shape",
     "--input_format": "test_flags::test_input_format_nhwc_matches_onnxruntime",
+    "--dim_range": "test_flags::test_dim_range_and_input_shape_range",
+    "--input_shape_range": "test_flags::test_dim_range_and_input_shape_range",
+    "--dynamic_batch_size": "test_flags::test_gear_flags",
+    "--dynamic_image_size": "test_flags::test_gear_flags",
+    "--dynamic_dims": "test_flags::test_gear_flags",
     "--out_nodes": "test_flags::test_out_nodes",
     "--precision_mode": "test_flags::test_precision_mode",
     "--calibration_data": "test_flags::test_calibration_data",
@@ -272,3 +277,43 @@ def test_verify_each(model, tmp_path, monkeypatch) -> None:
     assert not calls
     assert _compile(model, tmp_path / "b", "--verify_each")[0] == 0
     assert len(calls) >= 2  # the input and after each pass
+
+
+def _symbolic_model(path: Path) -> Path:
+    """x [N, S, 8] -> Relu: two named dims."""
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", "S", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", "S", 8])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_dim_range_and_input_shape_range(tmp_path, capsys) -> None:
+    m = _symbolic_model(tmp_path / "sym.onnx")
+    code, report = _compile(m, tmp_path / "a", "--dim_range=N:1~2;S:1~16")
+    assert code == 0 and report["dims"] == {"N": [1, 2], "S": [1, 16]}
+    assert report["memory"]["arena_bytes"] >= 2 * 16 * 8 * 4  # planned at the bound
+    code, report = _compile(m, tmp_path / "b", "--input_shape_range=x:[1~2,1~16,8]")
+    assert code == 0 and report["dims"] == {"N": [1, 2], "S": [1, 16]}
+    sess = Session(str(tmp_path / "b.om"))
+    x = np.random.default_rng(0).standard_normal((2, 9, 8)).astype(np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.maximum(x, 0))
+    capsys.readouterr()
+    assert _compile(m, tmp_path / "c", "--dim_range=T:1~4")[0] == 2
+    assert "no input of the model has a dim named 'T'" in capsys.readouterr().err
+    assert _compile(m, tmp_path / "d", "--dim_range=S:9~4")[0] == 2
+    assert "empty range" in capsys.readouterr().err
+
+
+def test_gear_flags(tmp_path, capsys) -> None:
+    m = _symbolic_model(tmp_path / "sym.onnx")
+    for flag, shape, spec, gears in [
+        ("--dynamic_batch_size", "x:-1,4,8", "1,2", [[1], [2]]),
+        ("--dynamic_image_size", "x:1,-1,-1", "2,8;4,8", [[2, 8], [4, 8]]),
+        ("--dynamic_dims", "x:-1,-1,8", "1,3;2,5", [[1, 3], [2, 5]]),
+    ]:
+        code, report = _compile(m, tmp_path / flag[2:], f"--input_shape={shape}", f"{flag}={spec}")
+        assert code == 0 and report["gears"]["values"] == gears, flag
+    capsys.readouterr()
+    assert _compile(m, tmp_path / "bad", "--input_shape=x:-1,4,8")[0] == 2
+    assert "-1 needs one of" in capsys.readouterr().err
