@@ -118,13 +118,12 @@ def test_constant_node_forms():
 
 
 def test_opaque_op_keeps_onnx_types_and_opset():
-    m = one_node_model("Resize", {"x": (F, [1, 3, 4, 4])}, ["y"], opset=13,
-                       inits={"roi": np.array([], np.float32), "scales": np.array([1, 1, 2, 2], np.float32)},
-                       mode="nearest")
+    m = one_node_model("GridSample", {"x": (F, [1, 3, 4, 4]), "grid": (F, [1, 6, 6, 2])}, ["y"], opset=16,
+                       mode="bilinear")
     g = import_onnx(m, strict=True)
-    op = _single(g, "Resize")
-    assert op.attrs["opset"] == 13 and op.attrs["name"] == "resize_0" and op.attrs["mode"] == "nearest"
-    assert op.result.type == TensorType(DType.f32, (1, 3, 8, 8))
+    op = _single(g, "GridSample")
+    assert op.attrs["opset"] == 16 and op.attrs["name"] == "gridsample_0" and op.attrs["mode"] == "bilinear"
+    assert op.result.type == TensorType(DType.f32, (1, 3, 6, 6))
 
 
 def test_opaque_ml_domain_op_is_namespaced():
