@@ -45,6 +45,7 @@ from typing import ClassVar
 import numpy as np
 
 from ir.core import Graph, Op, Value
+from ir.ops.shape import fold_symbolically
 from ir.registry import foldable
 from ir.types import DType
 from passes._canonicalize_affine import (
@@ -153,6 +154,31 @@ def fold_gather_of_shape(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return True
 
 
+def fold_shape_program(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """Shape arithmetic on the input dims (`ir.symfold`) becomes one ``sym.dims``
+    op, or a constant when every element is known; the ops reading it then get
+    exact symbolic types.
+
+        %s = Shape(%x) : (tensor<"N"x64xf32>) -> tensor<2xi64>
+        %n = Gather(%s, %zero) {axis = 0} : (tensor<2xi64>, tensor<i64>) -> tensor<i64>
+      ==>
+        %n = sym.dims() {dims = ["N"], dtype = "i64", shape = []} : () -> tensor<i64>"""
+    if len(op.results) != 1 or op.kind in ("const", "sym.dims"):
+        return False
+    val = fold_symbolically(op)
+    if val is None:
+        return False
+    dtype = op.result.type.dtype
+    if isinstance(val, np.ndarray):
+        new = rw.const(val.astype(dtype.numpy) if dtype.is_int else val, name=op.result.name)
+    else:
+        attrs = {"dims": list(val.dims), "shape": list(val.shape), "dtype": dtype.value}
+        new = rw.add_op("sym.dims", [], attrs, before=op, names=[op.result.name]).result
+    rw.replace_op(op, [new], inherit_names=True)
+    ctx.count("canonicalize", "folded_shape_program")
+    return True
+
+
 # -- removals -----------------------------------------------------------------------------
 def remove_identity(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return op.operands[0] is not None and _forward(rw, op, op.operands[0], ctx, "removed_identity")
@@ -229,7 +255,7 @@ RULES: RuleTable = {
     "AveragePool": [pool_before_conv],
     "Conv": [conv_before_pool],
     "Gemm": [gemm_to_matmul],
-    "*": [fold_constants],
+    "*": [fold_constants, fold_shape_program],
 }
 
 
