@@ -72,6 +72,7 @@ def test_without_bounds_it_still_runs_but_plans_nothing_symbolic(model):
     assert any(a["offset"] < 0 and not all(isinstance(d, int) for d in a["shape"]) for a in acts)
     feeds = {"x": np.ones((1, 3, 16), np.float32), "past": np.ones((1, 2, 4, 8), np.float32)}
     probs, present, pos = Session(exe).run(None, feeds)
+    assert probs.shape == (1, 2, 3, 7)
     assert present.shape == (1, 2, 7, 8) and pos.tolist() == [4, 5, 6]
 
 
