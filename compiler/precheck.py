@@ -4,9 +4,10 @@ Like ATC's precheck, problems are gathered rather than stopping at the first:
 every op no engine can run (op type, node name, opset).  If there are none, the
 model goes through the compile ``--mode=0`` runs (import, the pipeline, codegen),
 in memory and with the verifier after every pass; the program is then loaded
-into a `Session`, and, when every input has a static shape and the model is
-small (`RUN_BUDGET_MS`), run once on zeros.  So a model whose compile or first
-run would fail is never reported as fine.
+into a `Session`, and, when the model is small (`RUN_BUDGET_MS`), run on zeros:
+once, or at the lowest and highest bounds of its symbolic dims (the first and the
+last gear).  So a model whose compile or first run would fail is never reported
+as fine.
 
     problems, report = precheck("model.onnx", "Ascend310P3")
     # ([], {...})  or  (["a first run on zeros fails: step 3 (Upsample 'up'): ..."], {...})
@@ -21,6 +22,7 @@ import numpy as np
 from compiler.driver import CompileOptions, compile_with
 from compiler.frontend import precheck as frontend_precheck
 from ir.errors import AtcError, UsageError
+from ir.symbolic import dim_value
 
 __all__ = ["RUN_BUDGET_MS", "precheck"]
 
@@ -50,27 +52,44 @@ def precheck(model: Any, soc_version: str, **options: Any) -> tuple[list[str], d
 
 def first_run_problems(exe: Any, budget_ms: float = RUN_BUDGET_MS) -> list[str]:
     """Load `exe` into a Session (binding every step to a kernel, folding the constant
-    ones) and, if its inputs are static and the estimate is within `budget_ms`, run it
-    once on zeros; what fails is the problem list."""
+    ones) and, if the estimate is within `budget_ms`, run it on zeros: once for static
+    inputs, at both ends of the bounds of symbolic ones; what fails is the problem list."""
     from runtime.session import Session
 
     try:
         sess = Session(exe)
     except Exception as e:  # noqa: BLE001 - any load failure is a problem to report
         return [f"the compiled program does not load: {_describe(e)}"]
-    inputs = sess.get_inputs()
-    if any(not isinstance(d, int) for i in inputs for d in i.shape):
-        return []  # no shape to pick for symbolic dims; the load checks still ran
     if float(exe.full_report.get("estimated_latency_ms") or 0.0) > budget_ms:
         return []
     from runtime.om import np_dtype
 
-    feeds = {i.name: np.zeros(i.shape, np_dtype(i.dtype)) for i in inputs}
-    try:
-        sess.run(None, feeds)
-    except Exception as e:  # noqa: BLE001 - the first run failing is exactly what to report
-        return [f"a first run on zeros fails: {_describe(e)}"]
-    return []
+    problems = []
+    for where, env in _bound_points(exe.program):
+        try:
+            feeds = {i.name: np.zeros([dim_value(d, env) for d in i.shape], np_dtype(i.dtype))
+                     for i in sess.get_inputs()}
+            with np.errstate(all="ignore"):  # zeros may give NaN (a softmax over a masked row): not a problem
+                sess.run(None, feeds)
+        except (KeyError, ValueError):
+            return problems  # a symbol without bounds: no shape to pick; the load checks still ran
+        except Exception as e:  # noqa: BLE001 - the first run failing is exactly what to report
+            problems.append(f"a first run on zeros{where} fails: {_describe(e)}")
+    return problems
+
+
+def _bound_points(program: dict) -> list[tuple[str, dict[str, int]]]:
+    """The symbol bindings a precheck runs at: none for static inputs; the lowest
+    and highest bounds (the first and last gear) otherwise, so the shape program
+    and the plan are exercised at both ends."""
+    gears, ranges = program.get("gears"), program.get("dims") or {}
+    if gears:
+        points = [dict(zip(gears["dims"], gears["values"][k])) for k in (0, -1)]
+    elif ranges:
+        points = [{s: int(r[k]) for s, r in ranges.items()} for k in (0, 1)]
+    else:
+        return [("", {})]
+    return [(" at " + ", ".join(f"{k}={v}" for k, v in sorted(p.items())), p) for p in points]
 
 
 def _describe(e: BaseException) -> str:
