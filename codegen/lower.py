@@ -52,6 +52,7 @@ class Program:
     opset: int | None = None
     dims: dict[str, list[int]] = field(default_factory=dict)  # symbol -> [lo, hi], the bounds planned for
     gears: dict[str, list] = field(default_factory=dict)  # ATC's gears: {"dims": [symbols], "values": [[...], ...]}
+    kv_cache: list[dict[str, Any]] = field(default_factory=list)  # KV cache buffers the Session owns
 
     def to_json(self) -> dict[str, Any]:
         """The ``program`` section of the .om header (weights by name only)."""
@@ -63,6 +64,8 @@ class Program:
             out["dims"] = self.dims
         if self.gears:
             out["gears"] = self.gears
+        if self.kv_cache:
+            out["kv_cache"] = self.kv_cache
         return out
 
 
@@ -104,6 +107,18 @@ class _Lowering:
         })
         self.act[id(v)] = idx
         return idx
+
+    def add_kv_cache(self, op: Op) -> int:
+        """A KV cache's activation: no arena slot; the Session allocates a buffer at the
+        bounds (``program["kv_cache"]``) that lives across runs."""
+        r = op.results[0]
+        a = self.add_act(r, -1)
+        self.p.activations[a]["offset"] = self.p.activations[a]["nbytes"] = -1
+        capacity = [dim_bound(d, self.ranges) for d in r.type.shape]
+        past = op.operands[0]
+        self.p.kv_cache.append({"act": a, "past": past.name if past is not None else None, "present": r.name,
+                                "axis": int(op.attrs["axis"]), "capacity": capacity})
+        return a
 
     def ref(self, v: Value | None) -> list[Any] | None:
         if v is None:
@@ -149,7 +164,9 @@ class _Lowering:
             inputs = [self.ref(v) for v in op.operands]
             offs = op.attrs.get("offsets") if planned else None
             outs = []
-            for i, r in enumerate(op.results):
+            if op.kind == "kv.append":
+                outs.append(self.add_kv_cache(op))
+            for i, r in enumerate(op.results if op.kind != "kv.append" else ()):
                 off = -1
                 if offs is not None and i < len(offs) and offs[i] is not None and int(offs[i]) >= 0:
                     off = int(offs[i])

@@ -80,6 +80,9 @@ SHAPE_FROM_DATA = "shape_from_data"  # output shape depends on operand values
 NONDETERMINISTIC = "nondeterministic"  # the result is not a function of the operands: never folded
 SHAPE_PROGRAM = "shape_program"  # computed on the host from the input dims (`ir.ops.shape`)
 
+# atcpy's own op namespaces: no ONNX meaning, so never folded through onnx.reference
+NON_ONNX_NAMESPACES = ("fused", "quant", "sym", "kv")
+
 ATTR_KINDS = ("int", "float", "str", "ints", "floats", "strs", "tensor", "any")
 
 
@@ -214,7 +217,7 @@ def foldable(op: Op) -> bool:
     """The one rule for constant folding (importer, canonicalize, codegen's flag for the
     Session): an ONNX op (opaque ones included; not ``const``, ``fused.*`` or ``quant.*``,
     which have no ONNX meaning) whose result is a function of its operands."""
-    if op.kind == "const" or op.kind.rsplit(".", 1)[0] in ("fused", "quant", "sym"):
+    if op.kind == "const" or op.kind.rsplit(".", 1)[0] in NON_ONNX_NAMESPACES:
         return False
     return not nondeterministic(op)
 

@@ -128,6 +128,8 @@ def _in_arena(v: Value) -> bool:
     op = v.producer
     if op is None or op.kind == "const" or lookup(op.kind) is None or op.attrs.get("engine") == "aicpu":
         return False
+    if op.kind == "kv.append":  # a KV cache: a buffer of its own that lives across runs (codegen)
+        return False
     return v.type.dtype is not DType.str and _nbytes(v) is not None
 
 

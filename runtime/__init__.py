@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Executable", "InputError", "OmFormatError", "RuntimeFailure", "Session", "load_executable"]
+__all__ = ["Executable", "Generator", "InputError", "OmFormatError", "RuntimeFailure", "Session", "load_executable"]
 
 
 def __getattr__(name: str) -> Any:  # lazy, so `import runtime.errors` stays light
@@ -19,6 +19,10 @@ def __getattr__(name: str) -> Any:  # lazy, so `import runtime.errors` stays lig
         from runtime.session import Session
 
         return Session
+    if name in ("Generator", "GenerationStats"):
+        from runtime import generator
+
+        return getattr(generator, name)
     if name in ("Executable", "load_executable"):
         from runtime import om
 

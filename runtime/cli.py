@@ -7,7 +7,18 @@ matched by input name, or taken in order) or .bin (raw bytes reshaped to the
 input's dtype and static shape).  Outputs are written atomically as
 ``<output name>.npy`` (or ``.txt`` with ``--outfmt=TXT``), names made safe for
 the file system.  Errors print one line ``atcpy-run: error: ...`` and exit
-with the error's code: 2 usage, 4 bad .om, 5 bad input.
+with the error's code: 2 usage, 3 not a decoder (generation), 4 bad .om, 5 bad input.
+
+Generation (a decoder LLM compiled with ``--dim_range``, see `runtime.generator`)::
+
+    atcpy-run --model=llama.om --prompt_ids=ids.npy --max_new_tokens=64 [--output=DIR]
+              [--do_sample --temperature=0.8 --top_k=40 --top_p=0.95 --seed=0]
+              [--eos_token_id=2] [--window]
+    atcpy-run --model=llama.om --tokenizer=tokenizer.json --prompt="Once upon a time" --max_new_tokens=64
+
+prints the tokens as they are produced (the text, with ``--tokenizer``), then
+timing lines as llama.cpp does; ``--output`` gets ``output_ids.npy`` (and
+``output.txt`` with a tokenizer).
 """
 
 from __future__ import annotations
@@ -26,7 +37,7 @@ import numpy as np
 from runtime.errors import InputError, OmFormatError, RuntimeFailure
 from runtime.om import np_dtype, write_atomic
 
-__all__ = ["load_inputs", "main", "safe_filename"]
+__all__ = ["generate_main", "load_inputs", "main", "safe_filename"]
 
 
 class _UsageError(Exception):
@@ -111,7 +122,122 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outfmt", default="NPY", type=str.upper, choices=["NPY", "TXT"])
     p.add_argument("--loop", default=1, type=int)
     p.add_argument("--profile", action="store_true", help="print per-step times, write profile.json (Chrome trace)")
+    g = p.add_argument_group("generation (decoder LLMs)")
+    g.add_argument("--prompt_ids", default=None, help="prompt token ids: a .npy of [prompt] or [batch, prompt] ints")
+    g.add_argument("--prompt", default=None, help="prompt text (needs --tokenizer)")
+    g.add_argument("--tokenizer", default=None, help="a tokenizer.json (the `tokenizers` package) for text in/out")
+    g.add_argument("--max_new_tokens", default=32, type=int)
+    g.add_argument("--eos_token_id", default=None, type=int)
+    g.add_argument("--do_sample", action="store_true")
+    g.add_argument("--temperature", default=1.0, type=float)
+    g.add_argument("--top_k", default=0, type=int)
+    g.add_argument("--top_p", default=1.0, type=float)
+    g.add_argument("--seed", default=None, type=int)
+    g.add_argument("--window", action="store_true", help="slide the KV cache over the compiled bound")
     return p
+
+
+def _load_tokenizer(path: str):
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise _UsageError("--tokenizer needs the 'tokenizers' package: pip install tokenizers") from None
+    if not Path(path).is_file():
+        raise _UsageError(f"--tokenizer: no such file {path!r}")
+    try:
+        return Tokenizer.from_file(path)
+    except Exception as e:  # noqa: BLE001 - the tokenizers package raises plain Exceptions
+        raise InputError(f"{path}: not a tokenizer.json: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+                         ) from None
+
+
+def _prompt_ids(args, tok) -> np.ndarray:
+    if args.prompt is not None:
+        ids = tok.encode(args.prompt).ids
+        if not ids:
+            raise InputError("--prompt encodes to no tokens")
+        return np.asarray([ids], np.int64)
+    path = Path(args.prompt_ids)
+    if not path.is_file():
+        raise _UsageError(f"--prompt_ids: no such file {args.prompt_ids!r}")
+    try:
+        ids = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise InputError(f"{path}: cannot read prompt ids (a .npy of ints): {e}") from None
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim not in (1, 2):
+        raise InputError(f"{path}: prompt ids must be a 1-D or 2-D integer array, "
+                         f"got {getattr(ids, 'dtype', '?')} with shape {list(getattr(ids, 'shape', []))}")
+    return ids.reshape(1, -1) if ids.ndim == 1 else ids
+
+
+def generate_main(args) -> int:
+    """The generation mode of `main`: prompt -> tokens (and text), timings as llama.cpp prints them."""
+    from runtime.generator import Generator
+
+    if args.input:
+        raise _UsageError("--input and --prompt_ids/--prompt are different modes; give one")
+    if args.loop != 1 or args.profile:
+        raise _UsageError("--loop and --profile do not apply to generation")
+    if args.prompt is not None and args.prompt_ids is not None:
+        raise _UsageError("give --prompt_ids or --prompt, not both")
+    if args.prompt is not None and not args.tokenizer:
+        raise _UsageError("--prompt needs --tokenizer=tokenizer.json")
+    if args.max_new_tokens < 0:
+        raise _UsageError(f"--max_new_tokens={args.max_new_tokens} must be at least 0")
+    tok = _load_tokenizer(args.tokenizer) if args.tokenizer else None
+    if not Path(args.model).exists():
+        raise _UsageError(f"--model: no such file {args.model!r}")
+    ids = _prompt_ids(args, tok)
+    gen = Generator(args.model)
+    batch = ids.shape[0]
+    stream = batch == 1
+    new: list[int] = []
+    shown = [""]
+
+    def on_token(t: np.ndarray) -> None:  # batch 1: print as produced (text deltas with a tokenizer)
+        new.append(int(t[0]))
+        if tok is None:
+            sys.stdout.write(f" {int(t[0])}")
+        else:
+            text = tok.decode(new)
+            sys.stdout.write(text.removeprefix(shown[0]))
+            shown[0] = text
+        sys.stdout.flush()
+
+    if stream:
+        sys.stdout.write(tok.decode(ids[0].tolist()) if tok else " ".join(map(str, ids[0].tolist())))
+        sys.stdout.flush()
+    t0 = time.perf_counter()
+    out = gen.generate(ids, args.max_new_tokens, eos_token_id=args.eos_token_id, do_sample=args.do_sample,
+                       temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                       streamer=on_token if stream else None, window=args.window)
+    total_ms = (time.perf_counter() - t0) * 1e3
+    if stream:
+        print()
+    else:
+        for row in out:
+            print(tok.decode(row.tolist()) if tok else " ".join(map(str, row.tolist())))
+    st = gen.stats
+    print()
+    print(_timing_line("prompt eval time", st.first_token_ms, st.prompt_tokens, "tokens"))
+    print(_timing_line("eval time", st.decode_ms, len(st.step_ms), "runs"))
+    print(f"{'total time':>16} = {total_ms:10.2f} ms / {st.prompt_tokens + st.new_tokens:5d} tokens")
+    if args.output:
+        outdir = Path(args.output)
+        path = _write_output(outdir, "output_ids", out, "NPY")
+        print(f"output ids: {'x'.join(map(str, out.shape))} int64 -> {path}")
+        if tok is not None:
+            buf = "".join(tok.decode(row.tolist()) + "\n" for row in out)
+            write_atomic(outdir / "output.txt", buf.encode())
+            print(f"output text -> {outdir / 'output.txt'}")
+    return 0
+
+
+def _timing_line(what: str, ms: float, n: int, unit: str) -> str:
+    per = ms / n if n else 0.0
+    rate = 1e3 * n / ms if ms > 0 else 0.0
+    return (f"{what:>16} = {ms:10.2f} ms / {n:5d} {unit:<6} ({per:8.2f} ms per token, "
+            f"{rate:8.2f} tokens per second)")
 
 
 def estimate_table(sess) -> str:
@@ -139,6 +265,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.loop < 1:
             raise _UsageError(f"--loop={args.loop} must be at least 1")
+        if args.prompt_ids is not None or args.prompt is not None:
+            return generate_main(args)
         from runtime.session import Session
 
         if not Path(args.model).exists():

@@ -13,7 +13,6 @@ cached per binding (the decode loop repeats the same shapes).
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,39 +89,61 @@ def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.nd
 
 
 class DynamicViews:
-    """The activations whose shape has symbols: their planned slots and, per
-    binding of the symbols, their views (the last few bindings are kept)."""
+    """The activations whose shape has symbols: their planned slots and their
+    current views.  A new binding re-views only the activations whose symbols
+    changed: a decode step (only the past length grows) re-views the few tensors
+    that depend on it, and allocates nothing for the rest."""
 
-    KEEP = 8
-
-    def __init__(self, acts: Sequence[Mapping[str, Any]], arena: np.ndarray, dtype_of) -> None:
+    def __init__(self, acts: Sequence[Mapping[str, Any]], arena: np.ndarray, dtype_of,
+                 kv_buffers: Mapping[int, np.ndarray] | None = None) -> None:
         self.arena = arena
-        self.slots = [(i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), list(a["shape"]))
-                      for i, a in enumerate(acts)
-                      if a["offset"] >= 0 and not all(isinstance(d, int) for d in a["shape"])]
-        self._cache: OrderedDict[tuple, dict[int, np.ndarray]] = OrderedDict()
+        # per set of symbols, the activations whose shape holds them: (act, offset, capacity, dtype, shape)
+        self._groups: dict[tuple[str, ...], list[tuple[int, int, int, Any, list]]] = {}
+        self._kv = dict(kv_buffers or {})
+        for i, a in enumerate(acts):
+            shape = list(a["shape"])
+            if all(isinstance(d, int) for d in shape) or (a["offset"] < 0 and i not in self._kv):
+                continue
+            syms = tuple(sorted({s for d in shape if isinstance(d, str) for s in _symbols(d)}))
+            self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), shape))
+        self._keys: dict[tuple[str, ...], tuple] = {}
+
+    @property
+    def indices(self) -> set[int]:
+        return {s[0] for slots in self._groups.values() for s in slots}
 
     def __bool__(self) -> bool:
-        return bool(self.slots)
+        return bool(self._groups)
 
-    def views(self, env: Mapping[str, int]) -> dict[int, np.ndarray]:
-        key = tuple(sorted(env.items()))
-        hit = self._cache.get(key)
-        if hit is not None:
-            self._cache.move_to_end(key)
-            return hit
-        out = {}
-        for i, off, cap, dt, shape in self.slots:
-            try:
-                dims = [d if isinstance(d, int) else parse_dim(d).value(env) for d in shape]
-            except (AttributeError, KeyError):
-                raise RuntimeFailure(f"activation {i}: shape {shape} has a symbol no input binds") from None
-            n = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
-            if min(dims, default=0) < 0 or n > cap:
-                raise RuntimeFailure(f"activation {i}: shape {dims} ({n} bytes) does not fit its slot of "
-                                     f"{cap} bytes planned at the bound")
-            out[i] = self.arena[off: off + n].view(dt).reshape(dims)
-        self._cache[key] = out
-        if len(self._cache) > self.KEEP:
-            self._cache.popitem(last=False)
+    def changed(self, env: Mapping[str, int]) -> list[tuple[int, np.ndarray]]:
+        """(activation, view) for each activation whose shape differs from the last binding's."""
+        out = []
+        for syms, slots in self._groups.items():
+            key = tuple([env.get(s, -1) for s in syms])
+            if self._keys.get(syms) == key:
+                continue
+            self._keys[syms] = key
+            for i, off, cap, dt, shape in slots:
+                try:
+                    dims = [d if isinstance(d, int) else parse_dim(d).value(env) for d in shape]
+                except (AttributeError, KeyError):
+                    raise RuntimeFailure(f"activation {i}: shape {shape} has a symbol no input binds") from None
+                out.append((i, self._view(i, off, cap, dt, dims)))
         return out
+
+    def _view(self, i: int, off: int, cap: int, dt: Any, dims: list[int]) -> np.ndarray:
+        buf = self._kv.get(i)
+        if buf is not None:  # a KV cache: the prefix of its buffer (strided), in place across runs
+            if any(n > c for n, c in zip(dims, buf.shape)):
+                raise RuntimeFailure(f"KV cache {i}: shape {dims} exceeds its buffer {list(buf.shape)}")
+            return buf[tuple(slice(0, n) for n in dims)]
+        n = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
+        if min(dims, default=0) < 0 or n > cap:
+            raise RuntimeFailure(f"activation {i}: shape {dims} ({n} bytes) does not fit its slot of "
+                                 f"{cap} bytes planned at the bound")
+        return self.arena[off: off + n].view(dt).reshape(dims)
+
+
+def _symbols(d: str) -> set[str]:
+    e = parse_dim(d)
+    return set() if e is None else {s for m in e.terms for s in m}

@@ -172,7 +172,10 @@ class Session:
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
         self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
-        self._dyn_steps = [st for st in self._steps if st.dyn_outs]
+        self._writers: dict[int, list[tuple[_Step, int]]] = {}  # symbolic activation -> (step, result)
+        for st in self._steps:
+            for j, i in st.dyn_outs:
+                self._writers.setdefault(i, []).append((st, j))
 
     def _alloc(self, acts: list[dict[str, Any]]) -> None:
         """The arena and the value table: a view into the arena for each planned
@@ -198,9 +201,11 @@ class Session:
         self._env = env
         # symbolic shapes: bound per run from the feeds, viewed at their slots planned at the bound
         self._ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in self.executable.program.get("dims", {}).items()}
-        self._dyn = DynamicViews(acts, self.arena, np_dtype)
+        self.kv_buffers = {e["act"]: np.zeros(e["capacity"], np_dtype(acts[e["act"]]["dtype"]))
+                           for e in self.executable.program.get("kv_cache", [])
+                           if all(isinstance(c, int) for c in e["capacity"])}
+        self._dyn = DynamicViews(acts, self.arena, np_dtype, self.kv_buffers)
         self._dims: dict[str, int] = {}  # this run's symbol values, read by the shape program's steps
-        self._bound_views: dict[int, np.ndarray] | None = None
 
     def _slot(self, ref: list[Any] | None) -> int:
         """The value-table index of an operand reference (-1: absent)."""
@@ -235,7 +240,7 @@ class Session:
             self.elided_steps.append(st["name"])  # its operands were produced in place
             return None
         cc = st["attrs"].get("cost_cycles")
-        dyn = {i for i, *_ in self._dyn.slots}
+        dyn = self._dyn.indices
         return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
                      [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
                      [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn])
@@ -346,8 +351,14 @@ class Session:
                              + ", ".join(repr(o.name) for o in self._outputs))
         return [by_name[n] for n in output_names]
 
-    def run(self, output_names: list[str] | None, feeds: dict[str, Any], *, profile: bool = False) -> list[np.ndarray]:
-        """Run the program; returns copies of the requested outputs (all when None)."""
+    def run(self, output_names: list[str] | None, feeds: dict[str, Any], *, profile: bool = False,
+            copy: bool = True) -> list[np.ndarray]:
+        """Run the program; returns copies of the requested outputs (all when None).
+
+        ``copy=False`` returns the outputs as they sit in the session's memory,
+        valid until the next run: a KV cache's ``present`` is then a view of the
+        cache buffer, and feeding it back as the next ``past`` costs no copy (the
+        generator's decode loop)."""
         arrays = self._check_feeds(feeds)
         picks = self._picks(output_names)
         env = self._env
@@ -381,31 +392,26 @@ class Session:
         for i in picks:
             v = env[self._output_slots[i]]
             dt = self._output_dtypes[i]
-            results.append(np.array(v, dtype=dt if dt != object else v.dtype, copy=True))
+            results.append(np.array(v, dtype=dt if dt != object else v.dtype, copy=True) if copy else v)
         for i in self._input_acts:
             env[i] = None  # do not keep the caller's arrays alive
         return results
 
     def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
         """Bind the symbols from the feeds' shapes and point every symbolic
-        activation (and the steps writing it) at its view for this binding."""
+        activation whose shape changed (and the steps writing it) at its new view."""
         dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges,
                          self.executable.program.get("gears"))
         self._dims.clear()
         self._dims.update(dims)
         if not self._dyn:
             return
-        views = self._dyn.views(dims)
-        if views is self._bound_views:
-            return
         env = self._env
-        for i, v in views.items():
+        for i, v in self._dyn.changed(dims):
             env[i] = v
-        for st in self._dyn_steps:
-            for j, i in st.dyn_outs:
-                st.outs[j] = views[i]
-                st.out_ptrs[j] = _ptr(views[i])
-        self._bound_views = views
+            for st, j in self._writers.get(i, ()):
+                st.outs[j] = v
+                st.out_ptrs[j] = _ptr(v)
 
     def _store(self, st: _Step, res: Any) -> None:
         """Put step `st`'s results in place: copied into their arena views unless the

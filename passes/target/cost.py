@@ -9,6 +9,8 @@ Three engines, three formulas (all SoC numbers come from `passes.target.soc`):
   output block to work on (K-tiles of one block accumulate serially in L0C), plus
   a per-tile overhead and a setup cost.  Memory is what the tile plan moves:
   operand A is streamed once per column of tiles, B once per row of tiles.
+  Vector work the GEMM view declares between the products (attention's
+  softmax, ``vector_shape``) adds its Vector cycles.
 - **Vector** — ``elements / lanes / cores`` (lanes = vector bytes per cycle /
   itemsize; a matmul on Vector counts its MACs divided by the SoC's Vector
   matmul efficiency) plus bytes / DDR bandwidth.
@@ -113,14 +115,24 @@ def _cube_seconds(op: Op, soc: Soc, g: Gemm, r: Ranges) -> tuple[float, int]:
     a_bytes, b_bytes = _nbytes(_type(op.operands[0]), r), _nbytes(_type(op.operands[1]), r)
     rest = sum(_nbytes(_type(v), r) for v in op.operands[2:]) + sum(_nbytes(x.type, r) for x in op.results)
     moved = a_bytes * nn + b_bytes * nm + rest
+    between = _vector_elements(g, r)
+    if between:  # attention's softmax: the Vector's work between the Cube's two products
+        cycles += soc.vector_setup_cycles + math.ceil(between / soc.vector_lanes(g.dtype.itemsize)) / soc.ai_cores
     seconds = soc.kernel_launch_s + cycles / soc.clock_hz + moved / soc.ddr_bandwidth
     return seconds, int(cycles)
 
 
+def _vector_elements(g: Gemm, r: Ranges) -> int:
+    """Elements of the Vector work a Cube op's GEMM view declares between its products
+    (``vector_shape``: attention's row softmax, `ir.ops.attention`); 0 for a plain GEMM."""
+    shape = getattr(g, "vector_shape", ())
+    return math.prod(_num(d, r) for d in shape) if shape else 0
+
+
 def _vector_work(op: Op, soc: Soc, r: Ranges) -> float:
     g = gemm_dims(op)
-    if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency
-        return math.prod(_num(d, r) for d in (g.batch, *g.dims)) / soc.vector_matmul_efficiency
+    if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency (+ attention's softmax)
+        return math.prod(_num(d, r) for d in (g.batch, *g.dims)) / soc.vector_matmul_efficiency + _vector_elements(g, r)
     return max([_numel(_type(v), r) for v in op.operands] + [_numel(x.type, r) for x in op.results] + [1])
 
 

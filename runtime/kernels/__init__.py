@@ -47,7 +47,7 @@ class KernelEntry:
 
 
 _KERNELS: dict[str, KernelEntry] = {}
-_FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "random", "shape")
+_FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "random", "shape", "kv", "attention", "llm")
 _loaded = False
 
 

@@ -166,21 +166,36 @@ def _instnorm(inputs, attrs, out):
 
 @kernel("LayerNormalization")
 def _layernorm(inputs, attrs, out):
+    """Normalized over axes [axis, rank) as rows: statistics in float32 (stash_type 1), the
+    centred rows computed straight into the arena view and scaled there; the only
+    temporaries are the per-row mean and 1 / std."""
     x, scale = inputs[0], inputs[1]
     bias = inputs[2] if len(inputs) > 2 else None
     axis = int(attrs.get("axis", -1)) % x.ndim
     eps = float(attrs.get("epsilon", 1e-5))
-    stash = np.float32 if attrs.get("stash_type", 1) == 1 else x.dtype
-    xs = x.astype(stash, copy=False)
-    axes = tuple(range(axis, x.ndim))
-    mean = np.mean(xs, axis=axes, keepdims=True)
-    d = xs - mean
-    var = np.mean(d * d, axis=axes, keepdims=True)
-    inv = 1 / np.sqrt(var + stash(eps))
-    y = (d * inv).astype(x.dtype, copy=False) * scale
+    stash = np.dtype(np.float32) if attrs.get("stash_type", 1) == 1 else x.dtype
+    n = int(np.prod(x.shape[axis:]))
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    rows = x.astype(stash, copy=False).reshape(-1, n)
+    mean = rows.mean(axis=1, keepdims=True)
+    o = slot(out, 0)
+    if o is not None and o.shape == x.shape and o.dtype == stash and o.flags.c_contiguous and n:
+        d = np.subtract(rows, mean, out=o.reshape(-1, n))
+    else:
+        d = np.subtract(rows, mean)
+    inv = np.einsum("ij,ij->i", d, d)[:, None] if n else np.zeros_like(mean)
+    inv *= stash.type(1 / max(n, 1))
+    inv += stash.type(eps)
+    np.sqrt(inv, out=inv)
+    np.reciprocal(inv, out=inv)
+    d *= inv
+    y = d.reshape(x.shape)
+    if y.dtype != x.dtype:
+        y = y.astype(x.dtype)
+    y *= scale
     if bias is not None:
-        y = y + bias
-    return [y.astype(x.dtype, copy=False), mean, inv]
+        y += bias
+    return [y, mean.reshape(stat_shape), inv.reshape(stat_shape)]
 
 
 @kernel("LRN")

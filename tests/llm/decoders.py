@@ -40,6 +40,8 @@ import numpy as np
 import onnx
 
 KINDS = ("gpt2", "llama", "qwen2")
+# larger kinds, exported the same way but only when asked for by name (bench/llm.py)
+MEDIUM_KINDS = ("llama-medium",)
 SEED = 0
 TASK = "text-generation-with-past"
 
@@ -52,6 +54,11 @@ KV_HEADS = 2
 INTERMEDIATE = 128
 VOCAB = 256
 MAX_POSITIONS = 128
+
+# llama-medium: 4 layers, hidden 512, 8 query / 4 KV heads (head_dim 64), vocab 8192;
+# room for a 64-token prompt and 64 new tokens
+MEDIUM = {"layers": 4, "hidden": 512, "heads": 8, "kv_heads": 4, "intermediate": 1408, "vocab": 8192,
+          "max_positions": 256}
 
 
 def _offline() -> None:
@@ -79,6 +86,14 @@ def decoder_config(kind: str) -> Any:
                            num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, vocab_size=VOCAB,
                            max_position_embeddings=MAX_POSITIONS, bos_token_id=0, eos_token_id=1,
                            pad_token_id=None, tie_word_embeddings=False)
+    if kind == "llama-medium":
+        from transformers import LlamaConfig
+
+        m = MEDIUM
+        return LlamaConfig(num_hidden_layers=m["layers"], hidden_size=m["hidden"], num_attention_heads=m["heads"],
+                           num_key_value_heads=m["kv_heads"], intermediate_size=m["intermediate"],
+                           vocab_size=m["vocab"], max_position_embeddings=m["max_positions"], bos_token_id=0,
+                           eos_token_id=1, pad_token_id=None, tie_word_embeddings=False)
     if kind == "qwen2":
         from transformers import Qwen2Config
 
@@ -86,11 +101,11 @@ def decoder_config(kind: str) -> Any:
                            num_key_value_heads=KV_HEADS, intermediate_size=INTERMEDIATE, vocab_size=VOCAB,
                            max_position_embeddings=MAX_POSITIONS, bos_token_id=0, eos_token_id=1,
                            tie_word_embeddings=False, use_sliding_window=False)
-    raise ValueError(f"unknown decoder kind {kind!r}; expected one of {KINDS}")
+    raise ValueError(f"unknown decoder kind {kind!r}; expected one of {KINDS + MEDIUM_KINDS}")
 
 
 def build_torch_decoder(kind: str, seed: int = SEED) -> Any:
-    """The tiny ``kind`` causal LM in eval mode, random init under ``torch.manual_seed(seed)``."""
+    """The ``kind`` causal LM in eval mode, random init under ``torch.manual_seed(seed)``."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -288,7 +303,8 @@ def describe(path: str | Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: python -m tests.llm.decoders OUT_DIR [KIND ...]", file=sys.stderr)
+        print(f"usage: python -m tests.llm.decoders OUT_DIR [KIND ...]  (kinds: {', '.join(KINDS + MEDIUM_KINDS)}; "
+              f"default: {', '.join(KINDS)})", file=sys.stderr)
         return 2
     out_dir = Path(argv[0])
     kinds = argv[1:] or list(KINDS)

@@ -1,0 +1,69 @@
+"""kv-cache: give each layer's KV cache to the executable.
+
+An exported decoder takes the cache as inputs (``past_key_values.N.key``) and
+returns it grown by the new tokens (``present.N.key = Concat(past, new)`` along
+the sequence axis).  This pass turns each such Concat into ``kv.append`` when
+its sequence dim is bounded (``--dim_range``): codegen then gives the result a
+buffer of its own, ``[batch, heads, max_len, head_dim]`` at the bounds, that
+lives across runs, and the kernel writes only the new positions when the past
+it is fed is that buffer's prefix — onnxruntime-genai's
+``past_present_share_buffer``, decided by the compiler.  The past/present
+interface is unchanged for callers of ``Session.run``.
+
+    %present.0.key = Concat(%past_key_values.0.key, %k) {axis = -2}
+        : (tensor<1x2x"P"x16xf32>, tensor<1x2x"S"x16xf32>) -> tensor<1x2x"P + S"x16xf32>
+    // kv-cache ==>
+    %present.0.key = kv.append(%past_key_values.0.key, %k) {axis = 2} : (...) -> tensor<1x2x"P + S"x16xf32>
+
+Legal when: the Concat has two operands, the first is a graph input (the past)
+whose dim on the axis is symbolic, the result's dim on the axis has a bound, and
+the past has no other use (it is read through the cache).
+
+Statistics: ``kv_cache.layers`` (buffers made).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ir.core import Graph, Op
+from ir.symbolic import dim_bound, parse_ranges
+from passes._rewrite import Rewriter, RuleTable, rewrite
+from passes.base import Pass, PassContext, register
+
+__all__ = ["KvCache"]
+
+
+def to_kv_append(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    if len(op.operands) != 2 or any(v is None for v in op.operands):
+        return False
+    past, new = op.operands
+    inputs = {id(v) for v in rw.graph.inputs}
+    axis = int(op.attrs["axis"]) % max(past.type.rank, 1)
+    ranges = parse_ranges(rw.graph.attrs.get("dim_ranges"))
+    if (id(past) not in inputs or isinstance(past.type.shape[axis], int) or len(past.uses) != 1
+            or dim_bound(op.result.type.shape[axis], ranges) is None):
+        return False
+    new_op = rw.add_op("kv.append", [past, new], {"axis": axis, **{k: v for k, v in op.attrs.items() if k == "name"}},
+                       before=op)
+    if new_op.result.type != op.result.type:
+        rw.erase(new_op)
+        return False
+    rw.replace_op(op, [new_op.result], inherit_names=True)
+    ctx.count("kv_cache", "layers")
+    return True
+
+
+RULES: RuleTable = {"Concat": [to_kv_append]}
+
+
+@register
+@dataclass
+class KvCache(Pass):
+    """Concat(past, new) into an executable-owned KV cache (see module doc)."""
+
+    name: ClassVar[str] = "kv-cache"
+
+    def run(self, graph: Graph, ctx: PassContext) -> bool:
+        return rewrite(graph, RULES, ctx)

@@ -1,0 +1,121 @@
+"""The attention kernel (``fused.attention``, `ir.ops.attention`).
+
+Grouped-query attention without repeating K/V: ``q [B, Hq, S, D]`` is viewed as
+``[B, Hkv, g*S, D]`` (``g = Hq / Hkv``; query head ``h`` reads KV head ``h // g``),
+so each KV head meets its ``g`` query heads in one batched product:
+
+    scores [B, Hkv, g*S, L] = q' @ kᵀ          (BLAS, f32)
+    scores = softmax(scores * scale + mask)    (in place, max-subtracted)
+    out    [B, Hkv, g*S, Dv] = scores @ v      (written into the result's view)
+
+The scores live in the session's scratch buffers (nothing allocated per run
+once sized).  f16 operands are widened to f32 first and the result rounded once,
+as the Cube's f32 accumulator does; no float64 anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from runtime.kernels import kernel, slot
+from runtime.kernels.matmul import acc_dtype, scratch
+
+__all__ = ["attention"]
+
+# scratch keys (distinct within this kernel)
+_SCORES, _ROWMAX, _ROWSUM, _Q, _K, _V, _OUT = 20, 21, 22, 23, 24, 25, 26
+
+
+def _widened(x: np.ndarray, attrs: dict[str, Any], key: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
+    """`x` viewed as `shape` in `dt` (a scratch copy when it has to be widened)."""
+    if x.dtype == dt:
+        return x.reshape(shape)
+    w = scratch(attrs, key, shape, dt)
+    np.copyto(w, x.reshape(shape), casting="unsafe")
+    return w
+
+
+def _view(o: np.ndarray, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`o` reshaped without a copy, or None."""
+    v = o.view()
+    try:
+        v.shape = shape
+    except AttributeError:
+        return None
+    return v
+
+
+def _mask5(mask: np.ndarray, hkv: int, g: int) -> np.ndarray:
+    """An additive mask broadcastable to ``[B, Hq, S, L]`` as ``[B', Hkv|1, g|1, S', L']``."""
+    m = mask.reshape((1,) * (4 - mask.ndim) + mask.shape)
+    mb, mh, ms, ml = m.shape
+    if mh == 1:
+        return m.reshape(mb, 1, 1, ms, ml)
+    return m.reshape(mb, hkv, g, ms, ml)
+
+
+def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, attrs: dict[str, Any],
+              o: np.ndarray | None = None) -> np.ndarray:
+    """``softmax(q @ kᵀ * scale + mask) @ v`` with KV heads shared by ``Hq / Hkv`` query heads."""
+    b, hq, s, d = q.shape
+    hkv, length, dv = k.shape[1], k.shape[2], v.shape[3]
+    g = hq // hkv
+    dt = np.result_type(q, k, v)
+    acc = acc_dtype(dt)
+    shape = (b, hq, s, dv)
+    fits = o is not None and o.shape == shape
+    direct = _view(o, (b, hkv, g * s, dv)) if fits and o.dtype == acc else None  # type: ignore[union-attr]
+    res = direct if direct is not None else scratch(attrs, _OUT, (b, hkv, g * s, dv), acc)
+    if length == 0 or res.size == 0:  # an empty softmax row weighs nothing
+        res.fill(0)
+    else:
+        qg = _widened(q, attrs, _Q, (b, hkv, g * s, d), acc)
+        kk = _widened(k, attrs, _K, k.shape, acc)
+        vv = _widened(v, attrs, _V, v.shape, acc)
+        p = scratch(attrs, _SCORES, (b, hkv, g * s, length), acc)
+        np.matmul(qg, kk.transpose(0, 1, 3, 2), out=p)
+        scale = float(attrs.get("scale", 1.0))
+        if scale != 1.0:
+            np.multiply(p, acc.type(scale), out=p)
+        p5 = p.reshape(b, hkv, g, s, length)  # a view: p is contiguous
+        if mask is not None:
+            np.add(p5, _mask5(mask, hkv, g), out=p5, casting="unsafe")
+        if attrs.get("causal", 0):
+            for i in range(max(0, s - length), s):  # query i sees keys j <= i + L - S
+                p5[..., i, i + length - s + 1:] = -np.inf
+        _softmax_rows(p, attrs)
+        np.matmul(p, vv, out=res)
+    if direct is not None:
+        return o  # type: ignore[return-value]
+    r = res.reshape(shape)
+    if fits:
+        np.copyto(o, r, casting="unsafe")  # type: ignore[arg-type]
+        return o  # type: ignore[return-value]
+    return r.astype(dt)
+
+
+def _softmax_rows(p: np.ndarray, attrs: dict[str, Any]) -> None:
+    """Softmax over the last axis of `p`, in place.  A row of all ``-inf`` gives 0
+    with ``nan_guard`` and NaN without (ONNX's Softmax)."""
+    rows = p.shape[:-1] + (1,)
+    mx = scratch(attrs, _ROWMAX, rows, p.dtype)
+    np.max(p, axis=-1, keepdims=True, out=mx)
+    mx[np.isneginf(mx)] = 0  # exp(-inf - 0) = 0 rather than exp(-inf + inf) = NaN
+    np.subtract(p, mx, out=p)
+    np.exp(p, out=p)
+    total = scratch(attrs, _ROWSUM, rows, p.dtype)
+    np.sum(p, axis=-1, keepdims=True, out=total)
+    if attrs.get("nan_guard", 0):
+        empty = total == 0
+        total[empty] = np.inf  # 0 / inf = 0: a fully masked row weighs nothing
+    with np.errstate(divide="ignore", invalid="ignore"):
+        np.reciprocal(total, out=total)  # without the guard 1/0 = inf and 0 * inf = NaN, as ONNX
+        np.multiply(p, total, out=p)
+
+
+@kernel("fused.attention", scratch=True)
+def _attention(inputs, attrs, out):
+    mask = inputs[3] if len(inputs) > 3 else None
+    return [attention(inputs[0], inputs[1], inputs[2], mask, attrs, slot(out, 0))]

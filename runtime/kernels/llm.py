@@ -1,0 +1,102 @@
+"""Vector kernels for the LLM block ops (`ir.ops.llm`): RMSNorm, rotary embedding and
+the SiLU-gated MLP's activation.
+
+Each writes its result into the arena view when the shapes match and keeps the math
+in the operands' float dtype (RMSNorm reduces in float32 whatever the input); the
+temporaries are one row-reduction and at most one half-width buffer, never float64.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.kernels import kernel, slot
+
+__all__ = ["rms_norm", "rotary", "swiglu"]
+
+
+def _out(out, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    o = slot(out, 0)
+    if o is not None and o.shape == tuple(shape) and o.dtype == dtype:
+        return o
+    return np.empty(shape, dtype)
+
+
+def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, o: np.ndarray | None = None) -> np.ndarray:
+    """x / sqrt(mean(x^2, -1) + eps) * w, the mean of squares taken in float32."""
+    xs = x if x.dtype == np.float32 else x.astype(np.float32)
+    d = x.shape[-1] if x.ndim else 1
+    ms = np.einsum("...i,...i->...", xs, xs)[..., None] if x.ndim else xs * xs
+    ms *= np.float32(1.0 / max(d, 1))
+    ms += np.float32(eps)
+    np.sqrt(ms, out=ms)
+    np.reciprocal(ms, out=ms)
+    shape = np.broadcast_shapes(x.shape, w.shape) if w is not None else x.shape
+    if o is None or o.shape != shape or o.dtype != x.dtype:
+        o = np.empty(shape, x.dtype)
+    if x.dtype == np.float32:
+        np.multiply(x, ms, out=o)
+    else:
+        o[...] = xs * ms
+    if w is not None:
+        np.multiply(o, w, out=o)
+    return o
+
+
+@kernel("fused.rms_norm")
+def _rms_norm(inputs, attrs, out):
+    x = inputs[0]
+    w = inputs[1] if len(inputs) > 1 else None
+    return [rms_norm(x, w, float(attrs.get("epsilon", 1e-6)), slot(out, 0))]
+
+
+def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool = False,
+           o: np.ndarray | None = None) -> np.ndarray:
+    """x * cos + rotate(x) * sin over the last axis; rotate is rotate_half, or
+    rotate_every_two when `interleaved`.  `o` must not alias `x` (the op is not
+    elementwise, so the buffer planner never makes it)."""
+    shape = np.broadcast_shapes(x.shape, cos.shape, sin.shape)
+    if o is None or o.shape != shape or o.dtype != x.dtype:
+        o = np.empty(shape, x.dtype)
+    np.multiply(x, cos, out=o)
+    if interleaved:
+        x0, x1 = x[..., 0::2], x[..., 1::2]
+        s0, s1 = sin[..., 0::2], sin[..., 1::2]
+        o0, o1 = o[..., 0::2], o[..., 1::2]
+    else:
+        h = x.shape[-1] // 2
+        x0, x1 = x[..., :h], x[..., h:]
+        s0, s1 = sin[..., :h], sin[..., h:]
+        o0, o1 = o[..., :h], o[..., h:]
+    t = np.multiply(x1, s0)
+    np.subtract(o0, t, out=o0)  # y0 = x0 cos0 - x1 sin0
+    np.multiply(x0, s1, out=t)
+    np.add(o1, t, out=o1)  # y1 = x1 cos1 + x0 sin1
+    return o
+
+
+@kernel("fused.rotary")
+def _rotary(inputs, attrs, out):
+    x, cos, sin = inputs
+    return [rotary(x, cos, sin, bool(attrs.get("interleaved", 0)), slot(out, 0))]
+
+
+def swiglu(gate: np.ndarray, up: np.ndarray, o: np.ndarray | None = None) -> np.ndarray:
+    """gate * sigmoid(gate) * up as gate / (1 + exp(-gate)) * up.  exp's argument is
+    clipped at 80 (exp(80) is finite in float32; the result there is below 1e-33 in
+    magnitude either way), so nothing overflows into a warning.  `o` may alias
+    either operand: both are read before the last, elementwise, write."""
+    t = np.negative(gate)
+    np.minimum(t, t.dtype.type(80), out=t)
+    np.exp(t, out=t)
+    t += 1
+    np.divide(gate, t, out=t)
+    shape = t.shape if t.shape == up.shape else np.broadcast_shapes(t.shape, up.shape)
+    if o is None or o.shape != shape or o.dtype != t.dtype:
+        o = None
+    return np.multiply(t, up, out=o)
+
+
+@kernel("fused.swiglu")
+def _swiglu(inputs, attrs, out):
+    return [swiglu(inputs[0], inputs[1], slot(out, 0))]
