@@ -11,6 +11,7 @@ from typing import Any
 from ir.core import Graph
 from ir.symbolic import parse_ranges, symbols
 from passes.assign_buffers import arena_at
+from passes.kv_cache import kv_cache_summary
 from passes.place import estimate
 
 __all__ = ["build_report", "format_summary"]
@@ -42,7 +43,12 @@ def build_report(comp: Any, opts: Any, model_name: str) -> dict[str, Any]:
         "lower_bound_bytes": int(g.attrs.get("lower_bound_bytes", 0)),
         "naive_bytes": int(g.attrs.get("naive_bytes", 0)),
         "weights_bytes": int(g.weights_bytes()),
+        **kv_cache_summary(g),
     }
+    memory["total_bytes"] = memory["weights_bytes"] + memory["arena_bytes"] + memory.get("kv_cache_bytes", 0)
+    ddr = getattr(comp.soc, "ddr_bytes", None)
+    if isinstance(ddr, int):
+        memory["ddr_bytes"] = ddr
     est = estimate(g, comp.soc)
     dims = _dims(g)
     if dims:
@@ -113,6 +119,12 @@ def format_summary(report: dict[str, Any]) -> str:
         (f"arena            {_mib(mem.get('arena_bytes', 0))} (lower bound {_mib(mem.get('lower_bound_bytes', 0))},"
         f" naive {_mib(mem.get('naive_bytes', 0))})"),
     ]
+    if mem.get("kv_cache_bytes"):
+        lines.append(f"kv cache         {_mib(mem['kv_cache_bytes'])} at max_len {mem.get('kv_cache_max_len')} "
+                     f"({mem.get('kv_cache_bytes_per_token', 0) / 1024:.1f} KiB per token)")
+    if "total_bytes" in mem:
+        ddr = f" of {mem['ddr_bytes'] / 2**30:.1f} GiB DDR" if mem.get("ddr_bytes") else ""
+        lines.append(f"total            {_mib(mem['total_bytes'])}{ddr} (weights + arena + kv cache)")
     gears = report.get("gears")
     if gears:
         lines.append(f"gears            {len(gears['values'])} of {', '.join(gears['dims'])}; one plan at the largest")

@@ -71,6 +71,7 @@ from ir.registry import ELEMENTWISE, VIEW, lookup
 from ir.symbolic import UNKNOWN, dim_bound, dim_prod, parse_ranges
 from ir.types import DType
 from passes.base import Pass, PassContext, register
+from passes.kv_cache import kv_cache_summary
 
 __all__ = ["ORDERS", "AssignBuffers", "Buffer", "format_bytes", "lower_bound", "place", "plan", "plan_summary"]
 
@@ -362,6 +363,9 @@ class AssignBuffers(Pass):
             "naive_bytes": naive,
             "weights_bytes": graph.weights_bytes(),
         }
+        kv = kv_cache_summary(graph)
+        if kv:
+            stats["kv_cache_bytes"] = kv["kv_cache_bytes"]
         graph.attrs.update(stats)
         ctx.stats["memory"] = Counter({
             **stats,
@@ -369,7 +373,7 @@ class AssignBuffers(Pass):
             "inplace_ops": len(inplace_ops),
             "concat_inplace_operands": gr.concat_operands,
         })
-        _check_budget(stats["weights_bytes"], arena, _outside_bytes(graph), ctx)
+        _check_budget(stats["weights_bytes"], arena, _outside_bytes(graph), ctx, kv.get("kv_cache_bytes", 0))
         return _snapshot(graph) != before
 
 
@@ -407,7 +411,7 @@ def _snapshot(graph: Graph) -> tuple:
     )
 
 
-def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext) -> None:
+def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext, kv: int = 0) -> None:
     limits: list[tuple[int, str]] = []
     ddr = getattr(ctx.soc, "ddr_bytes", None)
     if isinstance(ddr, int) and ddr > 0:
@@ -415,8 +419,10 @@ def _check_budget(weights: int, arena: int, outside: int, ctx: PassContext) -> N
     mem_limit = ctx.options.mem_limit
     if mem_limit is not None:
         limits.append((int(mem_limit), "mem_limit"))
-    total = weights + arena + outside
+    total = weights + arena + outside + kv
     parts = f"weights {format_bytes(weights)} + activation arena {format_bytes(arena)}"
+    if kv:
+        parts += f" + KV cache at the bounds {format_bytes(kv)}"
     if outside:
         parts += f" + outputs of AICPU/opaque ops outside the arena {format_bytes(outside)}"
     for budget, what in sorted(limits):

@@ -24,6 +24,7 @@ Statistics: ``kv_cache.layers`` (buffers made).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -32,7 +33,7 @@ from ir.symbolic import dim_bound, parse_ranges
 from passes._rewrite import Rewriter, RuleTable, rewrite
 from passes.base import Pass, PassContext, register
 
-__all__ = ["KvCache"]
+__all__ = ["KvCache", "kv_cache_summary"]
 
 
 def to_kv_append(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
@@ -53,6 +54,28 @@ def to_kv_append(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     rw.replace_op(op, [new_op.result], inherit_names=True)
     ctx.count("kv_cache", "layers")
     return True
+
+
+def kv_cache_summary(graph: Graph) -> dict[str, int]:
+    """The KV caches' memory at the bounds: total bytes, bytes per token (every
+    layer's K and V at the batch bound) and the longest sequence they hold; {}
+    without a cache."""
+    ranges = parse_ranges(graph.attrs.get("dim_ranges"))
+    total = per_token = max_len = 0
+    for op in graph.ops:
+        if op.kind != "kv.append":
+            continue
+        t = op.result.type
+        axis = int(op.attrs["axis"])
+        dims = [dim_bound(d, ranges) for d in t.shape]
+        if any(d is None for d in dims):
+            continue
+        row = t.dtype.itemsize * int(math.prod(d for i, d in enumerate(dims) if i != axis))
+        total += row * dims[axis]
+        per_token += row
+        max_len = max(max_len, dims[axis])
+    return {"kv_cache_bytes": total, "kv_cache_bytes_per_token": per_token, "kv_cache_max_len": max_len} \
+        if total else {}
 
 
 RULES: RuleTable = {"Concat": [to_kv_append]}
