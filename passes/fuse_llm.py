@@ -72,10 +72,13 @@ def _const(v: Value | None) -> np.ndarray | None:
 
 
 def _scalar(v: Value | None) -> float | None:
+    """A one-element numeric constant as the shortest float that reads back to it
+    (a float32 1e-06 is ``1e-06``, not 9.99999997e-07)."""
     c = _const(v)
     if c is None or c.size != 1 or c.dtype.kind not in "fiu":
         return None
-    return float(c.reshape(-1)[0])
+    x = c.reshape(-1)[0]
+    return float(str(x)) if c.dtype.kind == "f" else float(x)
 
 
 def _close(a: float | None, b: float, rel: float = 1e-4) -> bool:

@@ -82,3 +82,29 @@ def test_the_arena_is_planned_at_the_bounds(model):
     small = compile_model(model, dim_range="batch:1~1;seq:1~4;past_seq:0~3").header["memory"]["arena_bytes"]
     big = compile_model(model, dim_range=DIMS).header["memory"]["arena_bytes"]
     assert big > 4 * small  # the bounds, not the shapes of one run, size the plan
+
+
+def test_the_kv_cache_is_written_in_place_when_the_present_is_fed_back(model):
+    """present = Concat(past, new) became a KV cache: feeding each run's present
+    (a view of the cache, copy=False) back as the next past writes only the new
+    positions; the buffer never moves; results equal onnxruntime's growing past."""
+    exe = compile_model(model, dim_range=DIMS)
+    (entry,) = exe.program["kv_cache"]
+    assert entry["past"] == "past" and entry["capacity"] == [2, 2, 31, 8]  # past 15 + seq 16 at the bounds
+    sess, ref = Session(exe), ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    buf = sess.kv_buffers[entry["act"]]
+    addr = buf.__array_interface__["data"][0]
+    rng = np.random.default_rng(2)
+    past = np.zeros((1, 2, 0, 8), np.float32)
+    ref_past = past
+    for s in (5, 1, 1, 3):
+        x = rng.normal(size=(1, s, 16)).astype(np.float32)
+        probs, present, _ = sess.run(None, {"x": x, "past": past}, copy=False)
+        want_probs, want_present, _ = ref.run(None, {"x": x, "past": ref_past})
+        np.testing.assert_allclose(present, want_present, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(probs, want_probs, rtol=1e-5, atol=1e-6)
+        assert np.shares_memory(present, buf) and buf.__array_interface__["data"][0] == addr
+        past, ref_past = present, want_present
+    # a caller's own past (not the cache) is copied in: same answer
+    got = sess.run(None, {"x": x, "past": np.array(ref_past)})[1]
+    np.testing.assert_allclose(got, ref.run(None, {"x": x, "past": ref_past})[1], rtol=1e-5, atol=1e-6)
