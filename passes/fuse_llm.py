@@ -476,7 +476,7 @@ def fuse_gelu(rw: Rewriter, root: Op, ctx: PassContext) -> bool:
 
 RULES: RuleTable = {
     "Mul": [fuse_rms_norm, fold_norm_weight, fuse_gelu, fuse_swiglu],
-    "Div": [fuse_rms_norm, fuse_layer_norm],
+    "Div": [fuse_layer_norm, fuse_rms_norm],  # x - mean over its own rms is a LayerNorm first
     "Add": [fuse_rotary, fold_norm_bias],
 }
 

@@ -191,29 +191,33 @@ def generate_main(args) -> int:
     gen = Generator(args.model)
     batch = ids.shape[0]
     stream = batch == 1
-    new: list[int] = []
-    shown = [""]
+    seq = ids[0].tolist()
+    shown = [tok.decode(seq) if tok else " ".join(map(str, seq))]
 
-    def on_token(t: np.ndarray) -> None:  # batch 1: print as produced (text deltas with a tokenizer)
-        new.append(int(t[0]))
+    def on_token(t: np.ndarray) -> None:  # batch 1: print as produced
+        if len(seq) == ids.shape[1]:  # the prompt, once the checks passed and the first token is there
+            sys.stdout.write(shown[0])
+        seq.append(int(t[0]))
         if tok is None:
-            sys.stdout.write(f" {int(t[0])}")
-        else:
-            text = tok.decode(new)
-            sys.stdout.write(text.removeprefix(shown[0]))
+            sys.stdout.write(f" {seq[-1]}")
+        else:  # decode the whole sequence and print what is new (as transformers' TextStreamer)
+            text = tok.decode(seq)
+            if text.endswith("\ufffd"):
+                return  # an incomplete UTF-8 character: wait for its next byte
+            k = 0
+            while k < min(len(text), len(shown[0])) and text[k] == shown[0][k]:
+                k += 1
+            sys.stdout.write(text[k:])
             shown[0] = text
         sys.stdout.flush()
 
-    if stream:
-        sys.stdout.write(tok.decode(ids[0].tolist()) if tok else " ".join(map(str, ids[0].tolist())))
-        sys.stdout.flush()
     t0 = time.perf_counter()
     out = gen.generate(ids, args.max_new_tokens, eos_token_id=args.eos_token_id, do_sample=args.do_sample,
                        temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
                        streamer=on_token if stream else None, window=args.window)
     total_ms = (time.perf_counter() - t0) * 1e3
     if stream:
-        print()
+        print(shown[0] if len(seq) == ids.shape[1] else "")  # no new token: the prompt alone
     else:
         for row in out:
             print(tok.decode(row.tolist()) if tok else " ".join(map(str, row.tolist())))

@@ -221,8 +221,8 @@ class Generator:
 
     def _next_past(self, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """The next run's past from this run's outputs (``[logits, present...]``, in
-        `self.spec.kv` order): each present is fed back as it is (`Session.run`
-        already returned it as a fresh array)."""
+        `self.spec.kv` order): each present is fed back as it is — with a compiled
+        KV cache, a view of the cache buffer, so nothing is copied."""
         return {k.past: p for k, p in zip(self.spec.kv, outputs[1:])}
 
     def _drop_oldest(self, past: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -254,8 +254,8 @@ class Generator:
             raise InputError(
                 f"prompt of {prompt} token(s) + max_new_tokens={new} needs {longest} positions in the last run, "
                 f"the model holds at most {self.max_len} ({self.spec.past_dim} {lo_hi[0]}~{lo_hi[1]} plus the new "
-                f"token); compile with a larger --dim_range, generate fewer tokens, or pass window=True "
-                f"for a sliding window")
+                f"token); compile with a larger --dim_range, generate fewer tokens, or ask for a sliding "
+                f"window (window=True, atcpy-run --window)")
 
     # -- generation ---------------------------------------------------------------------
     def generate(self, input_ids: Any, max_new_tokens: int, eos_token_id: int | Sequence[int] | None = None,
@@ -391,7 +391,10 @@ class Generator:
             else:
                 feeds[name] = np.zeros((tokens.shape[0], c), spec.ids_dtype)
         feeds.update(past)
-        return self.session.run(self._out_names, feeds)
+        # copy=False: the outputs as they sit in the session's memory (valid until the next run); a
+        # compiled KV cache's present is then a view of its buffer, and fed back as the next past the
+        # kv.append step writes only the new positions
+        return self.session.run(self._out_names, feeds, copy=False)
 
     @staticmethod
     def _append(tokens: np.ndarray, nxt: np.ndarray, done: np.ndarray, at: int, eos: list[int],

@@ -85,6 +85,8 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
         if attrs.get("causal", 0):
             for i in range(max(0, s - length), s):  # query i sees keys j <= i + L - S
                 p5[..., i, i + length - s + 1:] = -np.inf
+            if s > length:  # queries before the first key see none
+                p5[..., :s - length, :] = -np.inf
         _softmax_rows(p, attrs)
         np.matmul(p, vv, out=res)
     if direct is not None:
@@ -97,22 +99,24 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
 
 
 def _softmax_rows(p: np.ndarray, attrs: dict[str, Any]) -> None:
-    """Softmax over the last axis of `p`, in place.  A row of all ``-inf`` gives 0
-    with ``nan_guard`` and NaN without (ONNX's Softmax)."""
+    """Softmax over the last axis of `p`, in place, allocating nothing.  A row of
+    all ``-inf`` gives 0 with ``nan_guard`` and NaN without (ONNX's Softmax)."""
     rows = p.shape[:-1] + (1,)
     mx = scratch(attrs, _ROWMAX, rows, p.dtype)
-    np.max(p, axis=-1, keepdims=True, out=mx)
-    mx[np.isneginf(mx)] = 0  # exp(-inf - 0) = 0 rather than exp(-inf + inf) = NaN
+    # a finite floor: a fully masked row gives exp(-inf) = 0 rather than exp(-inf + inf) = NaN
+    np.max(p, axis=-1, keepdims=True, out=mx, initial=-np.finfo(p.dtype).max)
     np.subtract(p, mx, out=p)
     np.exp(p, out=p)
     total = scratch(attrs, _ROWSUM, rows, p.dtype)
     np.sum(p, axis=-1, keepdims=True, out=total)
     if attrs.get("nan_guard", 0):
-        empty = total == 0
-        total[empty] = np.inf  # 0 / inf = 0: a fully masked row weighs nothing
-    with np.errstate(divide="ignore", invalid="ignore"):
-        np.reciprocal(total, out=total)  # without the guard 1/0 = inf and 0 * inf = NaN, as ONNX
+        np.maximum(total, 1, out=total)  # a row with any key sums to >= 1 (its max gives exp(0)); else 0 / 1 = 0
+        np.reciprocal(total, out=total)
         np.multiply(p, total, out=p)
+    else:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            np.reciprocal(total, out=total)  # 1/0 = inf and 0 * inf = NaN, as ONNX
+            np.multiply(p, total, out=p)
 
 
 @kernel("fused.attention", scratch=True)

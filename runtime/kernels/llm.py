@@ -2,8 +2,9 @@
 the SiLU-gated MLP's activation.
 
 Each writes its result into the arena view when the shapes match and keeps the math
-in the operands' float dtype (RMSNorm reduces in float32 whatever the input); the
-temporaries are one row-reduction and at most one half-width buffer, never float64.
+in the operands' float dtype (RMSNorm and the SiLU reduce or compute in float32
+whatever the input); the temporaries are one row-reduction and one buffer from the
+session's scratch, never float64, so a decode step allocates next to nothing.
 """
 
 from __future__ import annotations
@@ -11,15 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from runtime.kernels import kernel, slot
+from runtime.kernels.matmul import scratch
 
 __all__ = ["rms_norm", "rotary", "swiglu"]
 
-
-def _out(out, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    o = slot(out, 0)
-    if o is not None and o.shape == tuple(shape) and o.dtype == dtype:
-        return o
-    return np.empty(shape, dtype)
+_ROTARY, _SWIGLU = 30, 31  # the session's scratch buffers (`runtime.kernels.matmul.Scratch`) these use
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, o: np.ndarray | None = None) -> np.ndarray:
@@ -31,16 +28,17 @@ def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, o: np.ndarray | No
     ms += np.float32(eps)
     np.sqrt(ms, out=ms)
     np.reciprocal(ms, out=ms)
-    shape = np.broadcast_shapes(x.shape, w.shape) if w is not None else x.shape
-    if o is None or o.shape != shape or o.dtype != x.dtype:
-        o = np.empty(shape, x.dtype)
+    if o is None or o.shape != x.shape or o.dtype != x.dtype:
+        o = np.empty(x.shape, x.dtype)
     if x.dtype == np.float32:
         np.multiply(x, ms, out=o)
     else:
         o[...] = xs * ms
-    if w is not None:
-        np.multiply(o, w, out=o)
-    return o
+    if w is None:
+        return o
+    if np.ndim(w) <= 1:  # [D] or a scalar: broadcasts within o's shape (np.broadcast_shapes allocates)
+        return np.multiply(o, w, out=o)
+    return np.multiply(o, w)
 
 
 @kernel("fused.rms_norm")
@@ -50,15 +48,21 @@ def _rms_norm(inputs, attrs, out):
     return [rms_norm(x, w, float(attrs.get("epsilon", 1e-6)), slot(out, 0))]
 
 
+def _fits(a: np.ndarray, shape: tuple[int, ...]) -> bool:
+    """`a` broadcasts to `shape` without growing it (np.broadcast_shapes would allocate)."""
+    return a.ndim <= len(shape) and all(d in (1, n) for d, n in zip(a.shape[::-1], shape[::-1]))
+
+
 def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool = False,
-           o: np.ndarray | None = None) -> np.ndarray:
+           o: np.ndarray | None = None, attrs: dict | None = None) -> np.ndarray:
     """x * cos + rotate(x) * sin over the last axis; rotate is rotate_half, or
     rotate_every_two when `interleaved`.  `o` must not alias `x` (the op is not
-    elementwise, so the buffer planner never makes it)."""
-    shape = np.broadcast_shapes(x.shape, cos.shape, sin.shape)
-    if o is None or o.shape != shape or o.dtype != x.dtype:
-        o = np.empty(shape, x.dtype)
-    np.multiply(x, cos, out=o)
+    elementwise, so the buffer planner never makes it); the one half-width
+    temporary comes from the session's scratch (`attrs`)."""
+    if o is None or o.shape != x.shape or o.dtype != x.dtype or not (_fits(cos, x.shape) and _fits(sin, x.shape)):
+        o = np.multiply(x, cos).astype(x.dtype, copy=False)
+    else:
+        np.multiply(x, cos, out=o)
     if interleaved:
         x0, x1 = x[..., 0::2], x[..., 1::2]
         s0, s1 = sin[..., 0::2], sin[..., 1::2]
@@ -68,35 +72,41 @@ def rotary(x: np.ndarray, cos: np.ndarray, sin: np.ndarray, interleaved: bool = 
         x0, x1 = x[..., :h], x[..., h:]
         s0, s1 = sin[..., :h], sin[..., h:]
         o0, o1 = o[..., :h], o[..., h:]
-    t = np.multiply(x1, s0)
+    t = scratch(attrs or {}, _ROTARY, o0.shape, o.dtype)
+    np.multiply(x1, s0, out=t)
     np.subtract(o0, t, out=o0)  # y0 = x0 cos0 - x1 sin0
     np.multiply(x0, s1, out=t)
     np.add(o1, t, out=o1)  # y1 = x1 cos1 + x0 sin1
     return o
 
 
-@kernel("fused.rotary")
+@kernel("fused.rotary", scratch=True)
 def _rotary(inputs, attrs, out):
     x, cos, sin = inputs
-    return [rotary(x, cos, sin, bool(attrs.get("interleaved", 0)), slot(out, 0))]
+    return [rotary(x, cos, sin, bool(attrs.get("interleaved", 0)), slot(out, 0), attrs)]
 
 
-def swiglu(gate: np.ndarray, up: np.ndarray, o: np.ndarray | None = None) -> np.ndarray:
-    """gate * sigmoid(gate) * up as gate / (1 + exp(-gate)) * up.  exp's argument is
-    clipped at 80 (exp(80) is finite in float32; the result there is below 1e-33 in
-    magnitude either way), so nothing overflows into a warning.  `o` may alias
-    either operand: both are read before the last, elementwise, write."""
-    t = np.negative(gate)
-    np.minimum(t, t.dtype.type(80), out=t)
+def swiglu(gate: np.ndarray, up: np.ndarray, o: np.ndarray | None = None, attrs: dict | None = None) -> np.ndarray:
+    """gate * sigmoid(gate) * up as gate / (1 + exp(-gate)) * up, in float32 (float16
+    operands are widened: exp(-gate) leaves fp16's range below gate = -11).  exp's
+    argument is clipped at 80 (exp(80) is finite in float32; the result there is
+    below 1e-33 in magnitude either way), so nothing overflows into a warning.  The
+    temporary comes from the session's scratch (`attrs`); `o` may alias either
+    operand: both are read before the last, elementwise, write."""
+    dtype = gate.dtype
+    t = scratch(attrs or {}, _SWIGLU, gate.shape, np.float32)
+    np.negative(gate, out=t)
+    np.minimum(t, np.float32(80), out=t)
     np.exp(t, out=t)
     t += 1
     np.divide(gate, t, out=t)
-    shape = t.shape if t.shape == up.shape else np.broadcast_shapes(t.shape, up.shape)
-    if o is None or o.shape != shape or o.dtype != t.dtype:
-        o = None
+    if dtype != np.float32:
+        return (t * up).astype(dtype)
+    if o is None or o.shape != t.shape or not _fits(up, t.shape) or o.dtype != t.dtype:
+        return np.multiply(t, up)
     return np.multiply(t, up, out=o)
 
 
-@kernel("fused.swiglu")
+@kernel("fused.swiglu", scratch=True)
 def _swiglu(inputs, attrs, out):
-    return [swiglu(inputs[0], inputs[1], slot(out, 0))]
+    return [swiglu(inputs[0], inputs[1], slot(out, 0), attrs)]

@@ -182,14 +182,14 @@ def _layernorm(inputs, attrs, out):
     if o is not None and o.shape == x.shape and o.dtype == stash and o.flags.c_contiguous and n:
         d = np.subtract(rows, mean, out=o.reshape(-1, n))
     else:
-        d = np.subtract(rows, mean)
+        o, d = None, np.subtract(rows, mean)
     inv = np.einsum("ij,ij->i", d, d)[:, None] if n else np.zeros_like(mean)
     inv *= stash.type(1 / max(n, 1))
     inv += stash.type(eps)
     np.sqrt(inv, out=inv)
     np.reciprocal(inv, out=inv)
     d *= inv
-    y = d.reshape(x.shape)
+    y = o if o is not None else d.reshape(x.shape)
     if y.dtype != x.dtype:
         y = y.astype(x.dtype)
     y *= scale

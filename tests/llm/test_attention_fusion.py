@@ -74,7 +74,7 @@ def test_kernel_without_guard_keeps_onnx_nan_and_takes_a_per_head_mask():
     assert np.isnan(got[0, 2, 1]).all() and not np.isnan(np.delete(got[0, 2], 1, axis=0)).any()
 
 
-@pytest.mark.parametrize("s,length", [(1, 6), (6, 6), (3, 8)])
+@pytest.mark.parametrize("s,length", [(1, 6), (6, 6), (3, 8), (5, 2)])
 def test_kernel_causal_aligned_to_the_last_key(s, length):
     q, k, v, _ = _inputs(1, 4, 1, s, length, 8, seed=2)
     got = attention(q, k, v, None, {"scale": 0.3, "causal": 1}, None)
@@ -129,7 +129,8 @@ def test_rewrite_keeps_the_meaning_through_the_runtime():
     q, k, v, mask = _inputs(2, 4, 2, 3, 5, 8, seed=4, mask_shape=(2, 1, 3, 5))
     mask[0, 0, 2, :] = -np.inf
     feeds = {"q": q, "k": k, "v": v, "mask": mask}
-    before = run_graph(g, feeds)[0]
+    with np.errstate(invalid="ignore"):  # the unfused Softmax of the fully masked row: NaN, then the guard
+        before = run_graph(g, feeds)[0]
     ctx = PassContext()
     PassManager.parse("fuse-attention", verify_each=True).run(g, ctx)
     verify(g)
