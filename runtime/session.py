@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from ir.symbolic import symbols
 from ir.types import DType
 from runtime.dims import DynamicViews, bind_dims
 from runtime.errors import InputError, RuntimeFailure
@@ -160,10 +161,18 @@ class Session:
         self.folded_steps: list[str] = []  # names of the steps computed once at load (`_fold`)
         self.elided_steps: list[str] = []  # Concats whose operands already sit in their slices
         self._steps: list[_Step] = []
+        # the shape program's steps (sym.dims): run when a run's symbol values change, not every run
+        self._host_steps: list[tuple[_Step, frozenset[str]]] = []
         for k, st in enumerate(prog["steps"]):
             step = self._bind_step(k, st, acts)
-            if step is not None:
+            if step is None:
+                continue
+            if step.kernel == "sym.dims":
+                syms = frozenset(s for d in st["attrs"]["dims"] if isinstance(d, str) for s in symbols(d))
+                self._host_steps.append((step, syms))
+            else:
                 self._steps.append(step)
+        self._last_dims: dict[str, int] | None = None
         self._inputs = [NodeArg(i["name"], i["shape"], _ort_type(i["dtype"]), i["dtype"])
                         for i in prog["inputs"]]
         self._input_acts = [i["act"] for i in prog["inputs"]]
@@ -232,6 +241,9 @@ class Session:
                     (acts[r[1]]["dtype"], acts[r[1]]["shape"]) if r[0] == "a" else
                     (dtype_name(weights[r[1]].dtype), list(weights[r[1]].shape)) for r in st["inputs"]]
         fn = self._kernel_for(st, attrs, in_types)
+        if st["kernel"] == "sym.dims":  # the shape program: re-run on the host when its symbols change
+            for i in st["outputs"]:
+                self._static[i], env[i] = False, None
         outs = [env[i] if self._static[i] else None for i in st["outputs"]]
         ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
         if self._fold(st, fn, attrs, in_idx, len(acts), acts):
@@ -383,7 +395,9 @@ class Session:
                 raise
             except Exception as e:
                 raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
-            self._store(st, res)
+            outs = st.outs
+            if not (len(outs) == 1 and res and res[0] is outs[0]):  # else: written in place, nothing to do
+                self._store(st, res)
             if prof is not None:
                 t1 = time.perf_counter()
                 prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
@@ -402,16 +416,26 @@ class Session:
         activation whose shape changed (and the steps writing it) at its new view."""
         dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges,
                          self.executable.program.get("gears"))
+        last = self._last_dims
+        if dims == last:
+            return
         self._dims.clear()
         self._dims.update(dims)
-        if not self._dyn:
-            return
         env = self._env
         for i, v in self._dyn.changed(dims):
             env[i] = v
             for st, j in self._writers.get(i, ()):
                 st.outs[j] = v
                 st.out_ptrs[j] = _ptr(v)
+        for st, syms in self._host_steps:
+            if last is None or any(dims.get(s) != last.get(s) for s in syms):
+                try:
+                    res = st.fn([], st.attrs, None)
+                except Exception as e:
+                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: "
+                                         f"{type(e).__name__}: {e}") from e
+                env[st.out_idx[0]] = res[0]
+        self._last_dims = dims
 
     def _store(self, st: _Step, res: Any) -> None:
         """Put step `st`'s results in place: copied into their arena views unless the
