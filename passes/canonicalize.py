@@ -193,6 +193,17 @@ def remove_dropout(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return _forward(rw, op, op.operands[0], ctx, "removed_dropout")
 
 
+def remove_neutral(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """x * 1 and x + 0 (a constant of ones or zeros that does not broadcast x) ==> x."""
+    neutral = 1 if op.kind == "Mul" else 0
+    for i in (0, 1):
+        c = _const(op.operands[1 - i])
+        if c is not None and c.size and c.dtype.kind == "f" and bool((c == neutral).all()) \
+                and _forward(rw, op, op.operands[i], ctx, "removed_noop"):
+            return True
+    return False
+
+
 def remove_noop_cast(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return op.operands[0].type == op.result.type and _forward(rw, op, op.operands[0], ctx, "removed_noop")
 
@@ -249,8 +260,8 @@ RULES: RuleTable = {
     "Cast": [remove_noop_cast],
     "Reshape": [remove_noop_reshape],
     "BatchNormalization": [bn_into_conv, bn_to_mul_add],
-    "Mul": [scale_into_conv, merge_affine],
-    "Add": [shift_into_conv, merge_affine],
+    "Mul": [remove_neutral, scale_into_conv, merge_affine],
+    "Add": [remove_neutral, shift_into_conv, merge_affine],
     "Relu": [scale_through_relu],
     "AveragePool": [pool_before_conv],
     "Conv": [conv_before_pool],
