@@ -159,7 +159,7 @@ class Session:
         self._scratch = Scratch()
         self._folded_slots: set[int] = set()
         self.folded_steps: list[str] = []  # names of the steps computed once at load (`_fold`)
-        self.elided_steps: list[str] = []  # Concats whose operands already sit in their slices
+        self.elided_steps: list[str] = []  # Concats whose operands sit in their slices, aliased views
         self._steps: list[_Step] = []
         # the shape program's steps (sym.dims): run when a run's symbol values change, not every run
         self._host_steps: list[tuple[_Step, frozenset[str]]] = []
@@ -248,6 +248,9 @@ class Session:
         ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
         if self._fold(st, fn, attrs, in_idx, len(acts), acts):
             return None
+        if entry is not None and entry.view and self._aliases(st, acts):
+            self.elided_steps.append(st["name"])  # the plan put its result on its operand's bytes
+            return None
         if st["kernel"] == "Concat" and ins is not None and concat_in_place(ins, attrs, outs[0]):
             self.elided_steps.append(st["name"])  # its operands were produced in place
             return None
@@ -256,6 +259,16 @@ class Session:
         return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
                      [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
                      [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn])
+
+    def _aliases(self, st: dict[str, Any], acts: list[dict[str, Any]]) -> bool:
+        """A view step whose result slot is its operand's slot (same offset and dtype,
+        both planned in the arena, the operand computed in its slot rather than
+        folded at load): its result view already is the reinterpretation."""
+        src, outs = st["inputs"][0] if st["inputs"] else None, st["outputs"]
+        if src is None or src[0] != "a" or len(outs) != 1 or src[1] in self._folded_slots:
+            return False
+        a, r = acts[src[1]], acts[outs[0]]
+        return a["offset"] >= 0 and a["offset"] == r["offset"] and a["dtype"] == r["dtype"]
 
     def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
               acts: list[dict[str, Any]]) -> bool:

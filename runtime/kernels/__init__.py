@@ -44,6 +44,7 @@ class KernelEntry:
     fn: KernelFn
     accepts: AcceptsFn | None = None
     scratch: bool = False  # takes the session's work buffers as ``attrs["_scratch"]``
+    view: bool = False  # its result is operand 0's bytes reinterpreted (C order): nothing to do in place
 
 
 _KERNELS: dict[str, KernelEntry] = {}
@@ -51,15 +52,18 @@ _FAMILIES = ("matmul", "conv", "elementwise", "reduce", "movement", "quant", "ra
 _loaded = False
 
 
-def kernel(*names: str, accepts: AcceptsFn | None = None, scratch: bool = False) -> Callable[[KernelFn], KernelFn]:
+def kernel(*names: str, accepts: AcceptsFn | None = None, scratch: bool = False,
+           view: bool = False) -> Callable[[KernelFn], KernelFn]:
     """Register `fn` under each of `names`; ``scratch=True``: the Session hands it its
-    reusable work buffers (``attrs["_scratch"]``, a `runtime.kernels.matmul.Scratch`)."""
+    reusable work buffers (``attrs["_scratch"]``, a `runtime.kernels.matmul.Scratch`);
+    ``view=True``: its result is operand 0's bytes reinterpreted, so a step whose
+    result the plan put at its operand's offset is dropped by the Session."""
 
     def deco(fn: KernelFn) -> KernelFn:
         for n in names:
             if n in _KERNELS:
                 raise ValueError(f"kernel {n!r} registered twice")
-            _KERNELS[n] = KernelEntry(n, fn, accepts, scratch)
+            _KERNELS[n] = KernelEntry(n, fn, accepts, scratch, view)
         return fn
 
     return deco

@@ -136,7 +136,7 @@ def _relu(inputs, attrs, out):
     return [relu(x, _o(out, x.shape, x.dtype))]
 
 
-@kernel("Identity")
+@kernel("Identity", view=True)
 def _identity(inputs, attrs, out):
     return [inputs[0]]
 

@@ -29,7 +29,7 @@ def _axes(inputs: list[Any], attrs: dict[str, Any], i: int) -> list[int] | None:
     return None
 
 
-@kernel("Reshape")
+@kernel("Reshape", view=True)
 def _reshape(inputs, attrs, out):
     x = inputs[0]
     shape = _ints(inputs[1]) if len(inputs) > 1 and inputs[1] is not None else list(attrs["shape"])
@@ -38,7 +38,7 @@ def _reshape(inputs, attrs, out):
     return [x.reshape(shape)]
 
 
-@kernel("Flatten")
+@kernel("Flatten", view=True)
 def _flatten(inputs, attrs, out):
     x = inputs[0]
     a = int(attrs.get("axis", 1))
@@ -47,7 +47,7 @@ def _flatten(inputs, attrs, out):
     return [x.reshape(lead, -1) if x.size else x.reshape(lead, int(np.prod(x.shape[a:], dtype=np.int64)))]
 
 
-@kernel("Squeeze")
+@kernel("Squeeze", view=True)
 def _squeeze(inputs, attrs, out):
     x = inputs[0]
     axes = _axes(inputs, attrs, 1)
@@ -56,7 +56,7 @@ def _squeeze(inputs, attrs, out):
     return [np.squeeze(x, axis=tuple(a % x.ndim for a in axes))]
 
 
-@kernel("Unsqueeze")
+@kernel("Unsqueeze", view=True)
 def _unsqueeze(inputs, attrs, out):
     x = inputs[0]
     axes = _axes(inputs, attrs, 1) or []
