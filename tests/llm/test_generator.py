@@ -100,7 +100,11 @@ def test_llama_medium_64_tokens_equal_transformers(tmp_path_factory, reference):
     exe = compile_model(path, dim_range="sequence_length:1~128;past_sequence_length:0~127;batch_size:1~1")
     prompt = _prompt(0, 64, 8192)
     got = Generator(exe).generate(prompt, 64)
-    np.testing.assert_array_equal(got, reference("llama-medium", prompt, 64, path=path))
+    want = reference("llama-medium", prompt, 64, path=path)
+    np.testing.assert_array_equal(got, want)
+    fp16 = compile_model(path, dim_range="sequence_length:1~128;past_sequence_length:0~127;batch_size:1~1",
+                         precision_mode="force_fp16")
+    np.testing.assert_array_equal(Generator(fp16).generate(prompt, 32), want[:, :64 + 32])
 
 
 def test_the_same_generator_the_same_tokens_twice_and_eos_stops_like_transformers(om, reference):
