@@ -122,7 +122,7 @@ def test_default_pipelines_only_hold_registered_passes():
                                       "allow_fp32_to_fp16", "allow_quantize"}
     for mode in DEFAULT_PIPELINES:
         text = default_pipeline(mode)
-        assert text.startswith("canonicalize,fuse")
+        assert text.startswith("canonicalize,cse,fuse")
         parse_pipeline(text)  # every name registered, every option valid
     assert "quantize" in DEFAULT_PIPELINES["allow_quantize"]
     assert "quantize" not in DEFAULT_PIPELINES["force_fp32"]
