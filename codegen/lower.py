@@ -148,6 +148,21 @@ class _Lowering:
                 f"{op.kind} %{op.results[0].name if op.results else '?'}: attribute {key!r} of type "
                 f"{type(val).__name__} cannot be written to an .om (subgraphs are not supported)") from None
 
+    def step(self, op: Op, owner: str, inputs: list, outs: list[int]) -> dict[str, Any]:
+        """The program step of `op`: kernel, engine, operands, results and attributes."""
+        engine = op.attrs.get("engine") or ("vector" if lookup(op.kind) is not None else "aicpu")
+        attrs = {k: self.attr(op, k, v, owner) for k, v in op.attrs.items()}
+        step: dict[str, Any] = {
+            "kernel": op.kind, "engine": engine, "name": str(op.attrs.get("name") or owner),
+            "inputs": inputs, "outputs": outs, "attrs": attrs,
+        }
+        opset = op.attrs.get("opset", self.g.attrs.get("opset"))
+        if opset is not None:
+            step["opset"] = int(opset)
+        if nondeterministic(op):  # the Session must not run it once at load and reuse the result
+            step["nondeterministic"] = True
+        return step
+
     def run(self) -> Program:
         g, p = self.g, self.p
         for v in g.inputs:
@@ -177,19 +192,7 @@ class _Lowering:
                 elif nb >= 0:
                     pending.append((a, nb))
                 outs.append(a)
-            opdef = lookup(op.kind)
-            engine = op.attrs.get("engine") or ("vector" if opdef is not None else "aicpu")
-            attrs = {k: self.attr(op, k, v, owner) for k, v in op.attrs.items()}
-            step: dict[str, Any] = {
-                "kernel": op.kind, "engine": engine, "name": str(op.attrs.get("name") or owner),
-                "inputs": inputs, "outputs": outs, "attrs": attrs,
-            }
-            opset = op.attrs.get("opset", g.attrs.get("opset"))
-            if opset is not None:
-                step["opset"] = int(opset)
-            if nondeterministic(op):  # the Session must not run it once at load and reuse the result
-                step["nondeterministic"] = True
-            p.steps.append(step)
+            p.steps.append(self.step(op, owner, inputs, outs))
         # values the planner did not place (or no planner at all): one fresh region each
         arena = arena_end
         if pending:

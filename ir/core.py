@@ -365,17 +365,9 @@ class Graph:
             self.listener.op_inserted(op)
         return op
 
-    def add_op(
-        self,
-        kind: str,
-        operands: Sequence[Value | None],
-        attrs: dict[str, AttrValue] | None = None,
-        *,
-        result_types: Sequence[TensorType] | None = None,
-        names: Sequence[str] | None = None,
-        before: Op | None = None,
-        after: Op | None = None,
-    ) -> Op:
+    def add_op(self, kind: str, operands: Sequence[Value | None], attrs: dict[str, AttrValue] | None = None, *,
+               result_types: Sequence[TensorType] | None = None, names: Sequence[str] | None = None,
+               before: Op | None = None, after: Op | None = None) -> Op:
         """Create an op, inferring result types from the registry when not given.
         When inference raises, the graph (operands' uses included) is as it was."""
         from ir.registry import infer_types, lookup

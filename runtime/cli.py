@@ -174,16 +174,7 @@ def generate_main(args) -> int:
     """The generation mode of `main`: prompt -> tokens (and text), timings as llama.cpp prints them."""
     from runtime.generator import Generator
 
-    if args.input:
-        raise _UsageError("--input and --prompt_ids/--prompt are different modes; give one")
-    if args.loop != 1 or args.profile:
-        raise _UsageError("--loop and --profile do not apply to generation")
-    if args.prompt is not None and args.prompt_ids is not None:
-        raise _UsageError("give --prompt_ids or --prompt, not both")
-    if args.prompt is not None and not args.tokenizer:
-        raise _UsageError("--prompt needs --tokenizer=tokenizer.json")
-    if args.max_new_tokens < 0:
-        raise _UsageError(f"--max_new_tokens={args.max_new_tokens} must be at least 0")
+    _check_generation_args(args)
     tok = _load_tokenizer(args.tokenizer) if args.tokenizer else None
     if not Path(args.model).exists():
         raise _UsageError(f"--model: no such file {args.model!r}")
@@ -235,6 +226,19 @@ def generate_main(args) -> int:
             write_atomic(outdir / "output.txt", buf.encode())
             print(f"output text -> {outdir / 'output.txt'}")
     return 0
+
+
+def _check_generation_args(args) -> None:
+    if args.input:
+        raise _UsageError("--input and --prompt_ids/--prompt are different modes; give one")
+    if args.loop != 1 or args.profile:
+        raise _UsageError("--loop and --profile do not apply to generation")
+    if args.prompt is not None and args.prompt_ids is not None:
+        raise _UsageError("give --prompt_ids or --prompt, not both")
+    if args.prompt is not None and not args.tokenizer:
+        raise _UsageError("--prompt needs --tokenizer=tokenizer.json")
+    if args.max_new_tokens < 0:
+        raise _UsageError(f"--max_new_tokens={args.max_new_tokens} must be at least 0")
 
 
 def _timing_line(what: str, ms: float, n: int, unit: str) -> str:

@@ -47,6 +47,7 @@ import numpy as np
 
 from runtime.errors import InputError, RuntimeFailure
 from runtime.om import Executable, np_dtype
+from runtime.sampling import sample
 
 __all__ = ["DecoderSpec", "GenerationStats", "Generator", "UnsupportedDecoderError"]
 
@@ -179,6 +180,26 @@ def find_decoder(inputs: Sequence[Any], outputs: Sequence[Any], kv_cache: Sequen
                        tuple(extra))
 
 
+@dataclass
+class _State:
+    """One generation's buffers and position: the tokens, the whole mask and
+    positions (each run feeds views of them), the past, where the window starts
+    and how many positions the model has seen."""
+
+    tokens: np.ndarray
+    mask: np.ndarray
+    positions: np.ndarray
+    done: np.ndarray
+    past: dict[str, np.ndarray]
+    window: bool
+    choose: Callable[[np.ndarray], np.ndarray]
+    eos: list[int]
+    pad: int | None
+    put: Callable[[np.ndarray], Any] | None
+    start: int = 0  # the first position still in the past (the window's start)
+    pos_n: int = 0  # positions the model has seen
+
+
 class Generator:
     """Greedy or sampled generation with a compiled decoder (see the module docstring).
 
@@ -280,22 +301,7 @@ class Generator:
         eos = _eos_list(eos_token_id)
         if pad_token_id is None and eos:
             pad_token_id = eos[0]
-        if do_sample:
-            if not (isinstance(temperature, (int, float)) and temperature > 0 and np.isfinite(temperature)):
-                raise InputError(f"temperature={temperature!r} must be a positive number")
-            _check_int("top_k", top_k, 0)
-            if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
-                raise InputError(f"top_p={top_p!r} must be in (0, 1]")
-        if self.spec.vocab is not None and (ids.min(initial=0) < 0 or ids.max(initial=0) >= self.spec.vocab):
-            raise InputError(f"input_ids must be token ids in [0, {self.spec.vocab}), "
-                             f"received values in [{ids.min()}, {ids.max()}]")
-        mask = None
-        if attention_mask is not None:
-            mask = np.asarray(attention_mask)
-            if mask.ndim == 1:
-                mask = mask[None]
-            if mask.shape != ids.shape:
-                raise InputError(f"attention_mask has shape {list(mask.shape)}, input_ids {list(ids.shape)}")
+        mask = self._check_args(ids, do_sample, temperature, top_k, top_p, attention_mask)
         self._check_batch(batch)
         self._check_length(prompt, new, window)
         rng = np.random.default_rng(seed) if do_sample else None
@@ -308,63 +314,88 @@ class Generator:
         put, end = _streamer_calls(streamer)
         if put is not None and hasattr(streamer, "put"):
             streamer.put(ids.copy())
-        stats = GenerationStats(batch=batch, prompt_tokens=prompt)
-        self.stats = stats
+        self.stats = GenerationStats(batch=batch, prompt_tokens=prompt)
+        st = _State(*self._buffers(ids, mask, new), done=np.zeros(batch, bool), past=self._empty_past(batch),
+                    window=window, choose=choose, eos=eos, pad=pad_token_id, put=put)
+        n_new = self._decode(st, prompt, new, self._prefill(st, prompt)) if new else 0
+        if end is not None:
+            end()
+        return st.tokens[:, :prompt + n_new]
+
+    def _check_args(self, ids: np.ndarray, do_sample: bool, temperature: float, top_k: int, top_p: float,
+                    attention_mask: Any) -> np.ndarray | None:
+        """The sampling knobs and token ids checked; the attention mask as ``[batch, prompt]``."""
+        if do_sample:
+            if not (isinstance(temperature, (int, float)) and temperature > 0 and np.isfinite(temperature)):
+                raise InputError(f"temperature={temperature!r} must be a positive number")
+            _check_int("top_k", top_k, 0)
+            if not (isinstance(top_p, (int, float)) and 0 < top_p <= 1):
+                raise InputError(f"top_p={top_p!r} must be in (0, 1]")
+        if self.spec.vocab is not None and (ids.min(initial=0) < 0 or ids.max(initial=0) >= self.spec.vocab):
+            raise InputError(f"input_ids must be token ids in [0, {self.spec.vocab}), "
+                             f"received values in [{ids.min()}, {ids.max()}]")
+        if attention_mask is None:
+            return None
+        mask = np.asarray(attention_mask)
+        if mask.ndim == 1:
+            mask = mask[None]
+        if mask.shape != ids.shape:
+            raise InputError(f"attention_mask has shape {list(mask.shape)}, input_ids {list(ids.shape)}")
+        return mask
+
+    def _buffers(self, ids: np.ndarray, mask: np.ndarray | None, new: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The tokens, the whole mask and the positions, up front: each run feeds views of them."""
+        batch, prompt = ids.shape
         total = prompt + new
         tokens = np.empty((batch, total), np.int64)
         tokens[:, :prompt] = ids
-        # the whole mask and positions up front: each run feeds a view of them
         full_mask = np.ones((batch, total), self.spec.mask_dtype or np.int64)
         if mask is not None:
             full_mask[:, :prompt] = mask
         positions = np.empty((batch, total), self.spec.pos_dtype or np.int64)
         cum = np.cumsum(full_mask[:, :prompt], axis=1) - 1
         positions[:, :prompt] = np.where(full_mask[:, :prompt] == 0, 1, cum)
-        if new == 0:
-            if end is not None:
-                end()
-            return tokens
-        done = np.zeros(batch, bool)
+        return tokens, full_mask, positions
+
+    def _step(self, st: _State, c: int) -> np.ndarray:
+        """One run over the next `c` positions; returns the next tokens."""
+        st.past, st.start = self._fit(st.past, st.start, st.pos_n, c, st.window)
+        outs = self._run(st.tokens, st.mask, st.positions, st.past, st.start, st.pos_n, c)
+        st.past = self._next_past(outs)
+        st.pos_n += c
+        return st.choose(outs[0][:, -1, :])
+
+    def _prefill(self, st: _State, prompt: int) -> int:
+        """Run the prompt (in chunks of the compiled sequence bound); returns the tokens it added."""
         t_start = time.perf_counter()
-        past = self._empty_past(batch)
-        start = 0  # the first position still in the past (the window's start)
-        pos_n = 0  # positions the model has seen
         chunk = prompt if self.max_chunk is None else self.max_chunk
-        if window and self.max_len is not None:
+        if st.window and self.max_len is not None:
             chunk = min(chunk, self.max_len)
-        outs: list[np.ndarray] = []
-        n = 0
-        while pos_n < prompt:
-            c = min(chunk, prompt - pos_n)
-            past, start = self._fit(past, start, pos_n, c, window)
-            outs = self._run(tokens, full_mask, positions, past, start, pos_n, c)
-            past = self._next_past(outs)
-            pos_n += c
-            n += 1
-        stats.prefill_runs = n
-        nxt = choose(outs[0][:, -1, :])
-        del outs
-        n_new = self._append(tokens, nxt, done, prompt, eos, pad_token_id, put) - prompt
-        stats.first_token_ms = (time.perf_counter() - t_start) * 1e3
-        steps = stats.step_ms
-        while n_new < new and not done.all():
+        runs, nxt = 0, None
+        while st.pos_n < prompt:
+            nxt = self._step(st, min(chunk, prompt - st.pos_n))
+            runs += 1
+        self.stats.prefill_runs = runs
+        n_new = self._append(st.tokens, nxt, st.done, prompt, st.eos, st.pad, st.put) - prompt
+        self.stats.first_token_ms = (time.perf_counter() - t_start) * 1e3
+        return n_new
+
+    def _decode(self, st: _State, prompt: int, new: int, n_new: int) -> int:
+        """One token per run until `new` tokens or every row has stopped; returns how many."""
+        steps = self.stats.step_ms
+        while n_new < new and not st.done.all():
             t0 = time.perf_counter()
             cur = prompt + n_new
-            positions[:, cur - 1] = positions[:, cur - 2] + 1 if cur >= 2 else 0
-            past, start = self._fit(past, start, pos_n, 1, window)
-            outs = self._run(tokens, full_mask, positions, past, start, pos_n, 1)
-            past = self._next_past(outs)
-            pos_n += 1
-            nxt = choose(outs[0][:, -1, :])
-            del outs
-            n_new = self._append(tokens, nxt, done, cur, eos, pad_token_id, put) - prompt
+            st.positions[:, cur - 1] = st.positions[:, cur - 2] + 1 if cur >= 2 else 0
+            nxt = self._step(st, 1)
+            n_new = self._append(st.tokens, nxt, st.done, cur, st.eos, st.pad, st.put) - prompt
             steps.append((time.perf_counter() - t0) * 1e3)
+        stats = self.stats
         stats.new_tokens = n_new
         stats.decode_ms = float(sum(steps))
         stats.decode_tokens_per_s = 1e3 * len(steps) / stats.decode_ms if stats.decode_ms > 0 else 0.0
-        if end is not None:
-            end()
-        return tokens[:, :prompt + n_new]
+        return n_new
 
     def _fit(self, past: dict[str, np.ndarray], start: int, pos_n: int, c: int, window: bool
              ) -> tuple[dict[str, np.ndarray], int]:
@@ -408,31 +439,6 @@ class Generator:
         if put is not None:
             put(nxt.copy())
         return at + 1
-
-
-# -- sampling ---------------------------------------------------------------------------
-
-def sample(logits: np.ndarray, rng: np.random.Generator, temperature: float = 1.0, top_k: int = 0,
-           top_p: float = 1.0) -> np.ndarray:
-    """One token per row of ``logits`` ``[batch, vocab]``: temperature, then top-k, then
-    top-p (nucleus, at least one token kept), then a draw from the softmax."""
-    x = logits.astype(np.float64) / float(temperature)
-    vocab = x.shape[-1]
-    if 0 < top_k < vocab:
-        kth = np.partition(x, vocab - top_k, axis=-1)[:, vocab - top_k][:, None]
-        x = np.where(x < kth, -np.inf, x)
-    if top_p < 1.0:
-        order = np.argsort(x, axis=-1, kind="stable")  # ascending, as transformers sorts
-        sx = np.take_along_axis(x, order, axis=-1)
-        p = np.exp(sx - sx[:, -1:])
-        p /= p.sum(-1, keepdims=True)
-        remove = np.cumsum(p, axis=-1) <= 1.0 - top_p
-        remove[:, -1] = False
-        np.put_along_axis(x, order, np.where(remove, -np.inf, sx), axis=-1)
-    p = np.exp(x - x.max(-1, keepdims=True))
-    c = np.cumsum(p, axis=-1)
-    u = rng.random(x.shape[0])[:, None] * c[:, -1:]
-    return np.minimum((c <= u).sum(-1), vocab - 1).astype(np.int64)
 
 
 # -- argument helpers -------------------------------------------------------------------
