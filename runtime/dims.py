@@ -4,8 +4,9 @@ every bounded activation a view of its actual shape at its planned offset.
 The compiler planned each tensor with symbolic dims at the bound of its symbols
 (``program["dims"]``); a run binds ``sequence_length = 7`` from ``input_ids``'s
 shape and views the first bytes of that slot as ``[batch_size, 7, 64]``.
-Nothing is allocated: a view is a header onto the one arena, and the views are
-cached per binding (the decode loop repeats the same shapes).
+Nothing is allocated: a view is a header onto the one arena, and only the
+activations whose symbols changed get a new one (a decode step, where only the
+past grows, re-views the few tensors that depend on it).
 
     bind_dims([("input_ids", ["batch_size", "sequence_length"])], [ids], {"sequence_length": (1, 64)})
       -> {"batch_size": 1, "sequence_length": 7}
@@ -105,7 +106,8 @@ class DynamicViews:
             if all(isinstance(d, int) for d in shape) or (a["offset"] < 0 and i not in self._kv):
                 continue
             syms = tuple(sorted({s for d in shape if isinstance(d, str) for s in _symbols(d)}))
-            self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), shape))
+            dims = [d if isinstance(d, int) else parse_dim(d) for d in shape]  # None: no value (an error per run)
+            self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), dims))
         self._keys: dict[tuple[str, ...], tuple] = {}
 
     @property
@@ -125,7 +127,7 @@ class DynamicViews:
             self._keys[syms] = key
             for i, off, cap, dt, shape in slots:
                 try:
-                    dims = [d if isinstance(d, int) else parse_dim(d).value(env) for d in shape]
+                    dims = [d if type(d) is int else d.value(env) for d in shape]
                 except (AttributeError, KeyError):
                     raise RuntimeFailure(f"activation {i}: shape {shape} has a symbol no input binds") from None
                 out.append((i, self._view(i, off, cap, dt, dims)))
@@ -141,7 +143,7 @@ class DynamicViews:
         if min(dims, default=0) < 0 or n > cap:
             raise RuntimeFailure(f"activation {i}: shape {dims} ({n} bytes) does not fit its slot of "
                                  f"{cap} bytes planned at the bound")
-        return self.arena[off: off + n].view(dt).reshape(dims)
+        return np.ndarray(dims, dt, buffer=self.arena, offset=off)  # one header onto the arena, no copy
 
 
 def _symbols(d: str) -> set[str]:
