@@ -7,11 +7,11 @@ import math
 import numpy as np
 import onnx
 import pytest
+import torch
 
 from compiler.frontend import coverage, import_onnx, precheck
 from ir import DType, TensorType, verify
 
-torch = pytest.importorskip("torch")
 nn = torch.nn
 
 

@@ -51,7 +51,8 @@ def om(decoder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(decoder):
     """``reference(kind, prompt, n)``: transformers' greedy ``generate`` tokens, never stopping at eos."""
-    torch = pytest.importorskip("torch")
+    import torch
+
     models: dict = {}
 
     def get(kind: str, prompt: np.ndarray, n: int, path=None, eos=None, mask=None) -> np.ndarray:
@@ -279,7 +280,7 @@ def test_cli_prompt_ids(om, tmp_path, capsys):
 
 
 def test_cli_tokenizer_text_in_and_out(om, tmp_path, capsys):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
     from tokenizers import models, pre_tokenizers
 
     vocab = {f"w{i}": i for i in range(VOCAB)}

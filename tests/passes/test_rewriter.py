@@ -182,13 +182,11 @@ def _worklist(graph: Graph, table, ctx: PassContext, rw: Rewriter) -> bool:
 
 PASS_TESTS = Path(__file__).parent
 CASES = [(p, i, text) for p in sorted([*PASS_TESTS.glob("canonicalize/*.ir"), *PASS_TESTS.glob("fuse/*.ir")])
-         for i, text in enumerate(re.split(r"(?m)^\s*//\s*-----\s*$", p.read_text()))]
+         for i, text in enumerate(re.split(r"(?m)^\s*//\s*-----\s*$", p.read_text())) if "graph @" in text]
 
 
 @pytest.mark.parametrize("path,i,text", CASES, ids=[f"{p.parent.name}/{p.name}:{i}" for p, i, _ in CASES])
 def test_same_result_as_full_sweeps(path, i, text):
-    if "graph @" not in text:
-        pytest.skip("no graph")
     before, after = parse(text, synthesize=True), parse(text, synthesize=True)
     want = _canonicalize(before, _sweeps)
     got = _canonicalize(after, _worklist)
