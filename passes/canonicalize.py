@@ -45,7 +45,7 @@ from typing import ClassVar
 import numpy as np
 
 from ir.core import Graph, Op, Value
-from ir.ops.shape import fold_symbolically
+from ir.ops.shape import fold_symbolically, shape_value_op
 from ir.registry import foldable
 from ir.types import DType
 from passes._canonicalize_affine import (
@@ -168,12 +168,9 @@ def fold_shape_program(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     val = fold_symbolically(op)
     if val is None:
         return False
-    dtype = op.result.type.dtype
-    if isinstance(val, np.ndarray):
-        new = rw.const(val.astype(dtype.numpy) if dtype.is_int else val, name=op.result.name)
-    else:
-        attrs = {"dims": list(val.dims), "shape": list(val.shape), "dtype": dtype.value}
-        new = rw.add_op("sym.dims", [], attrs, before=op, names=[op.result.name]).result
+    held = shape_value_op(val, op.result.type.dtype, op.result.name)
+    new = (rw.const(held.attrs["value"], name=op.result.name) if held.kind == "const"  # constants go first
+           else rw.graph.insert(held, before=op).result)
     rw.replace_op(op, [new], inherit_names=True)
     ctx.count("canonicalize", "folded_shape_program")
     return True

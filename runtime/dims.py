@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ir.symbolic import parse_dim
+from ir.symbolic import parse_dim, symbols
 from runtime.errors import InputError, RuntimeFailure
 
 __all__ = ["DynamicViews", "bind_dims"]
@@ -105,7 +105,7 @@ class DynamicViews:
             shape = list(a["shape"])
             if all(isinstance(d, int) for d in shape) or (a["offset"] < 0 and i not in self._kv):
                 continue
-            syms = tuple(sorted({s for d in shape if isinstance(d, str) for s in _symbols(d)}))
+            syms = tuple(sorted({s for d in shape if isinstance(d, str) for s in symbols(d)}))
             dims = [d if isinstance(d, int) else parse_dim(d) for d in shape]  # None: no value (an error per run)
             self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), dims))
         self._keys: dict[tuple[str, ...], tuple] = {}
@@ -145,7 +145,3 @@ class DynamicViews:
                                  f"{cap} bytes planned at the bound")
         return np.ndarray(dims, dt, buffer=self.arena, offset=off)  # one header onto the arena, no copy
 
-
-def _symbols(d: str) -> set[str]:
-    e = parse_dim(d)
-    return set() if e is None else {s for m in e.terms for s in m}

@@ -43,7 +43,6 @@ from runtime.om import Executable, dtype_name, np_dtype, write_atomic
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
 
 
-
 def _ort_type(name: str) -> str:
     """onnxruntime's ``NodeArg.type`` for an IR dtype name (``"f32"`` -> ``"tensor(float)"``)."""
     try:
@@ -181,6 +180,7 @@ class Session:
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
         self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
+        self._input_specs = [(i.name, i.shape) for i in self._inputs]
         self._writers: dict[int, list[tuple[_Step, int]]] = {}  # symbolic activation -> (step, result)
         for st in self._steps:
             for j, i in st.dyn_outs:
@@ -427,8 +427,7 @@ class Session:
     def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
         """Bind the symbols from the feeds' shapes and point every symbolic
         activation whose shape changed (and the steps writing it) at its new view."""
-        dims = bind_dims([(i.name, i.shape) for i in self._inputs], arrays, self._ranges,
-                         self.executable.program.get("gears"))
+        dims = bind_dims(self._input_specs, arrays, self._ranges, self.executable.program.get("gears"))
         last = self._last_dims
         if dims == last:
             return

@@ -30,7 +30,7 @@ from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProbl
 from compiler.frontend.support import kind_of
 from ir.core import Graph, Op, Value
 from ir.errors import InternalError, UnsupportedModelError
-from ir.ops.shape import fold_symbolically
+from ir.ops.shape import fold_symbolically, shape_value_op
 from ir.registry import TypeInferenceError, foldable, infer_types, lookup
 from ir.types import DType, TensorType
 
@@ -432,12 +432,6 @@ def fold_shape_program(graph: Graph, vals: list[Value]) -> list[Value]:
     val = fold_symbolically(op)
     if val is None:
         return vals
-    name, dtype = op.result.name, op.result.type.dtype
-    graph.erase(op)
-    if isinstance(val, np.ndarray):
-        val = val.astype(dtype.numpy) if dtype.is_int else val
-        new = Op("const", [], [TensorType(DType.from_numpy(val.dtype), val.shape)], {"value": val}, [name])
-    else:
-        attrs = {"dims": list(val.dims), "shape": list(val.shape), "dtype": dtype.value}
-        new = Op("sym.dims", [], [TensorType(dtype, val.shape)], attrs, [name])
+    new = shape_value_op(val, op.result.type.dtype, op.result.name)
+    graph.erase(op)  # frees the name for the op that replaces it
     return [graph.insert(new).result]

@@ -22,7 +22,7 @@ from ir.registry import SHAPE_PROGRAM, Attr, TypeInferenceError, define
 from ir.symbolic import UNKNOWN, parse_dim
 from ir.types import Dim, DType, TensorType
 
-__all__ = ["shape_operand", "sym_dims"]
+__all__ = ["fold_symbolically", "shape_operand", "shape_value_op", "sym_dims"]
 
 
 def _sym_dims(op: Op) -> list[TensorType]:
@@ -78,3 +78,13 @@ def fold_symbolically(op: Op):
         vals.append(c if c is not None else Sym(tuple(v.type.shape), tuple(dims)) if dims is not None else None)
     types = [None if v is None else v.type for v in op.operands] + [r.type for r in op.results]
     return fold_shape_op(op.kind, op.attrs, vals, types)
+
+
+def shape_value_op(val, dtype: DType, name: str) -> Op:
+    """The op holding a value `fold_symbolically` gave for a result of `dtype`: a
+    ``const`` when every element is an int, else a ``sym.dims``."""
+    if isinstance(val, np.ndarray):
+        val = val.astype(dtype.numpy) if dtype.is_int else val
+        return Op("const", [], [TensorType(DType.from_numpy(val.dtype), val.shape)], {"value": val}, [name])
+    attrs = {"dims": list(val.dims), "shape": list(val.shape), "dtype": dtype.value}
+    return Op("sym.dims", [], [TensorType(dtype, val.shape)], attrs, [name])
