@@ -14,15 +14,16 @@ past grows, re-views the few tensors that depend on it).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from ir.symbolic import parse_dim, symbols
+from ir.symbolic import Expr, parse_dim, symbols
 from runtime.errors import InputError, RuntimeFailure
 
-__all__ = ["DynamicViews", "bind_dims"]
+__all__ = ["DimBinder", "DynamicViews", "bind_dims"]
 
 
 def _plain_symbol(d: Any) -> str | None:
@@ -33,17 +34,81 @@ def _plain_symbol(d: Any) -> str | None:
     return m[0] if c == 1 and len(m) == 1 else None
 
 
-def _solve_linear(d: str, n: int, env: dict[str, int]) -> bool:
-    """Bind the one unbound symbol of `d` when it appears alone with coefficient ±1."""
-    e = parse_dim(d)
+def _solve_linear(e: Expr | None, n: int, env: dict[str, int]) -> bool:
+    """Bind the one unbound symbol of `e` when it appears alone with coefficient ±1."""
     if e is None:
         return False
     free = [m for m in e.terms if any(s not in env for s in m)]
     if len(free) != 1 or len(free[0]) != 1 or abs(e.terms[free[0]]) != 1:
         return False
-    rest = sum(c * int(np.prod([env[s] for s in m])) for m, c in e.terms.items() if m != free[0])
+    rest = sum(c * math.prod(env[s] for s in m) for m, c in e.terms.items() if m != free[0])
     env[free[0][0]] = (n - rest) * e.terms[free[0]]
     return True
+
+
+class DimBinder:
+    """`bind_dims` with the inputs' shapes parsed once: a run only reads the feeds'
+    sizes (a decode step binds its symbols in a few microseconds)."""
+
+    def __init__(self, specs: Sequence[tuple[str, Sequence[Any]]], ranges: Mapping[str, tuple[int, int]],
+                 gears: Mapping[str, Any] | None = None) -> None:
+        # (input, axis, symbol) for dims that are one symbol; (input name, dim, input, axis, polynomial) else
+        self._plain: list[tuple[int, int, str]] = []
+        self._exprs: list[tuple[str, str, int, int, Expr | None]] = []
+        self._names = [name for name, _ in specs]
+        for k, (name, shape) in enumerate(specs):
+            for axis, d in enumerate(shape):
+                if isinstance(d, int):
+                    continue
+                sym = _plain_symbol(d)
+                if sym is None:
+                    self._exprs.append((name, d, k, axis, parse_dim(d)))
+                else:
+                    self._plain.append((k, axis, sym))
+        self._ranges = dict(ranges)
+        self._gears = gears
+
+    def bind(self, arrays: Sequence[np.ndarray]) -> dict[str, int]:
+        env: dict[str, int] = {}
+        for k, axis, sym in self._plain:
+            n = arrays[k].shape[axis]
+            if env.setdefault(sym, n) != n:
+                raise InputError(f"input {self._names[k]!r}: dim {sym} is {n} here but {env[sym]} in another input")
+        if self._exprs:
+            self._solve(arrays, env)
+        if self._gears:
+            _check_gear(self._gears, env)
+        ranges = self._ranges
+        for sym, v in env.items():
+            lo, hi = ranges.get(sym, (0, None))
+            if v < lo or (hi is not None and v > hi):
+                raise InputError(f"dim {sym} = {v} is outside the range the model was compiled for "
+                                 f"({lo}~{hi}); recompile with a wider --dim_range")
+        return env
+
+    def _solve(self, arrays: Sequence[np.ndarray], env: dict[str, int]) -> None:
+        """Bind what the non-plain dims determine, then check every one of them."""
+        exprs = [(name, d, e, arrays[k].shape[axis]) for name, d, k, axis, e in self._exprs]
+        pending = list(exprs)
+        while pending:
+            solved = [x for x in pending if _solve_linear(x[2], x[3], env)]
+            if not solved:
+                break
+            pending = [x for x in pending if x not in solved]
+        for name, d, e, n in exprs:
+            if e is None or any(s not in env for m in e.terms for s in m):
+                continue
+            if e.value(env) != n:
+                raise InputError(f"input {name!r}: dim {d!r} should be {e.value(env)} with "
+                                 f"{', '.join(f'{k}={v}' for k, v in sorted(env.items()))}, received {n}")
+
+
+def _check_gear(gears: Mapping[str, Any], env: Mapping[str, int]) -> None:
+    key = [env.get(d) for d in gears["dims"]]
+    if key not in gears["values"]:
+        listed = "; ".join(", ".join(f"{d}={v}" for d, v in zip(gears["dims"], g)) for g in gears["values"])
+        got = ", ".join(f"{d}={v}" for d, v in zip(gears["dims"], key))
+        raise InputError(f"the inputs' shapes give {got}, which is not one of the compiled gears: {listed}")
 
 
 def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.ndarray],
@@ -51,42 +116,11 @@ def bind_dims(specs: Sequence[tuple[str, Sequence[Any]]], arrays: Sequence[np.nd
     """Each symbol's value from the inputs' shapes; `InputError` when the shapes
     disagree with each other, fall outside the compiled ranges, or match none of
     the compiled gears (``{"dims": [...], "values": [[...], ...]}``)."""
-    env: dict[str, int] = {}
-    exprs: list[tuple[str, str, int]] = []
-    for (name, shape), a in zip(specs, arrays):
-        for d, n in zip(shape, a.shape):
-            if isinstance(d, int):
-                continue
-            sym = _plain_symbol(d)
-            if sym is None:
-                exprs.append((name, d, int(n)))
-            elif env.setdefault(sym, int(n)) != int(n):
-                raise InputError(f"input {name!r}: dim {sym} is {n} here but {env[sym]} in another input")
-    pending = list(exprs)
-    while pending:
-        solved = [x for x in pending if _solve_linear(x[1], x[2], env)]
-        if not solved:
-            break
-        pending = [x for x in pending if x not in solved]
-    for name, d, n in exprs:
-        e = parse_dim(d)
-        if e is None or any(s not in env for m in e.terms for s in m):
-            continue
-        if e.value(env) != n:
-            raise InputError(f"input {name!r}: dim {d!r} should be {e.value(env)} with "
-                             f"{', '.join(f'{k}={v}' for k, v in sorted(env.items()))}, received {n}")
-    if gears:
-        key = [env.get(d) for d in gears["dims"]]
-        if key not in gears["values"]:
-            listed = "; ".join(", ".join(f"{d}={v}" for d, v in zip(gears["dims"], g)) for g in gears["values"])
-            got = ", ".join(f"{d}={v}" for d, v in zip(gears["dims"], key))
-            raise InputError(f"the inputs' shapes give {got}, which is not one of the compiled gears: {listed}")
-    for sym, v in env.items():
-        lo, hi = ranges.get(sym, (0, None))
-        if v < lo or (hi is not None and v > hi):
-            raise InputError(f"dim {sym} = {v} is outside the range the model was compiled for "
-                             f"({lo}~{hi}); recompile with a wider --dim_range")
-    return env
+    return DimBinder(specs, ranges, gears).bind(arrays)
+
+
+class _Poly(int):
+    """A dim of a planned shape that is the group's polynomial number `self`."""
 
 
 class DynamicViews:
@@ -98,16 +132,30 @@ class DynamicViews:
     def __init__(self, acts: Sequence[Mapping[str, Any]], arena: np.ndarray, dtype_of,
                  kv_buffers: Mapping[int, np.ndarray] | None = None) -> None:
         self.arena = arena
+        self._base = arena.__array_interface__["data"][0]
         # per set of symbols, the activations whose shape holds them: (act, offset, capacity, dtype, shape)
         self._groups: dict[tuple[str, ...], list[tuple[int, int, int, Any, list]]] = {}
         self._kv = dict(kv_buffers or {})
+        self._kv_ptr = {i: b.__array_interface__["data"][0] for i, b in self._kv.items()}
+        polys: dict[tuple[str, ...], dict[str, int]] = {}  # per group, its distinct dim polynomials
+        exprs: dict[tuple[str, ...], list[Expr | None]] = {}
         for i, a in enumerate(acts):
             shape = list(a["shape"])
             if all(isinstance(d, int) for d in shape) or (a["offset"] < 0 and i not in self._kv):
                 continue
             syms = tuple(sorted({s for d in shape if isinstance(d, str) for s in symbols(d)}))
-            dims = [d if isinstance(d, int) else parse_dim(d) for d in shape]  # None: no value (an error per run)
+            seen, known = polys.setdefault(syms, {}), exprs.setdefault(syms, [])
+            dims: list[Any] = []
+            for d in shape:
+                if isinstance(d, int):
+                    dims.append(d)
+                    continue
+                if d not in seen:
+                    seen[d] = len(known)
+                    known.append(parse_dim(d))  # None: no value (an error per run)
+                dims.append(_Poly(seen[d]))
             self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), dims))
+        self._exprs = exprs
         self._keys: dict[tuple[str, ...], tuple] = {}
 
     @property
@@ -117,31 +165,38 @@ class DynamicViews:
     def __bool__(self) -> bool:
         return bool(self._groups)
 
-    def changed(self, env: Mapping[str, int]) -> list[tuple[int, np.ndarray]]:
-        """(activation, view) for each activation whose shape differs from the last binding's."""
+    def changed(self, env: Mapping[str, int]) -> list[tuple[int, np.ndarray, int]]:
+        """(activation, view, address of its first byte) for each activation whose
+        shape differs from the last binding's."""
         out = []
         for syms, slots in self._groups.items():
             key = tuple([env.get(s, -1) for s in syms])
             if self._keys.get(syms) == key:
                 continue
             self._keys[syms] = key
+            try:  # each distinct polynomial once
+                vals = [e.value(env) for e in self._exprs[syms]]  # type: ignore[union-attr]
+            except (AttributeError, KeyError):
+                raise RuntimeFailure(f"a shape over {', '.join(syms)} has a symbol no input binds") from None
+            if vals and min(vals) < 0:
+                raise RuntimeFailure(f"a shape over {', '.join(syms)} has a negative dim {min(vals)} with "
+                                     + ", ".join(f"{k}={v}" for k, v in sorted(env.items())))
+            kv, arena, base = self._kv, self.arena, self._base
             for i, off, cap, dt, shape in slots:
-                try:
-                    dims = [d if type(d) is int else d.value(env) for d in shape]
-                except (AttributeError, KeyError):
-                    raise RuntimeFailure(f"activation {i}: shape {shape} has a symbol no input binds") from None
-                out.append((i, self._view(i, off, cap, dt, dims)))
+                dims = [d if type(d) is int else vals[d] for d in shape]
+                buf = kv.get(i)
+                if buf is not None:  # a KV cache: the prefix of its buffer (strided), in place across runs
+                    out.append((i, self._prefix(i, buf, dims), self._kv_ptr[i]))
+                    continue
+                if math.prod(dims) * dt.itemsize > cap:
+                    raise RuntimeFailure(f"activation {i}: shape {dims} does not fit its slot of "
+                                         f"{cap} bytes planned at the bound")
+                # one header onto the arena, no copy
+                out.append((i, np.ndarray(dims, dt, buffer=arena, offset=off), base + off))
         return out
 
-    def _view(self, i: int, off: int, cap: int, dt: Any, dims: list[int]) -> np.ndarray:
-        buf = self._kv.get(i)
-        if buf is not None:  # a KV cache: the prefix of its buffer (strided), in place across runs
-            if any(n > c for n, c in zip(dims, buf.shape)):
-                raise RuntimeFailure(f"KV cache {i}: shape {dims} exceeds its buffer {list(buf.shape)}")
-            return buf[tuple(slice(0, n) for n in dims)]
-        n = int(np.prod(dims, dtype=np.int64)) * dt.itemsize
-        if min(dims, default=0) < 0 or n > cap:
-            raise RuntimeFailure(f"activation {i}: shape {dims} ({n} bytes) does not fit its slot of "
-                                 f"{cap} bytes planned at the bound")
-        return np.ndarray(dims, dt, buffer=self.arena, offset=off)  # one header onto the arena, no copy
-
+    @staticmethod
+    def _prefix(i: int, buf: np.ndarray, dims: list[int]) -> np.ndarray:
+        if any(n > c for n, c in zip(dims, buf.shape)):
+            raise RuntimeFailure(f"KV cache {i}: shape {dims} exceeds its buffer {list(buf.shape)}")
+        return buf[tuple(slice(0, n) for n in dims)]

@@ -33,7 +33,7 @@ import numpy as np
 
 from ir.symbolic import symbols
 from ir.types import DType
-from runtime.dims import DynamicViews, bind_dims
+from runtime.dims import DimBinder, DynamicViews
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import Scratch
@@ -133,6 +133,8 @@ class _Step:
     ins: list[Any] | None  # bound once when every operand is static
     cost_cycles: float | None
     dyn_outs: list[tuple[int, int]] = field(default_factory=list)  # (result, activation) with symbolic shapes
+    plan: Any = None  # the kernel's planner when every operand and result is a stable view (`runtime.kernels`)
+    thunk: Any = None  # the planned call; None: plan at the next run; False: run the kernel
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -181,10 +183,32 @@ class Session:
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
         self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
         self._input_specs = [(i.name, i.shape) for i in self._inputs]
+        self._binder = DimBinder(self._input_specs, self._ranges, prog.get("gears"))
         self._writers: dict[int, list[tuple[_Step, int]]] = {}  # symbolic activation -> (step, result)
         for st in self._steps:
             for j, i in st.dyn_outs:
                 self._writers.setdefault(i, []).append((st, j))
+        self._plan_steps()
+
+    def _plan_steps(self) -> None:
+        """Give the kernel's planner to each step whose operands and results keep their
+        identity across runs (weights, constants, arena and KV views; not the caller's
+        feeds), and note which planned steps touch each view a new binding replaces."""
+        host_outs = {i for st, _ in self._host_steps for i in st.out_idx}
+        dyn = self._dyn.indices | host_outs
+        feeds = set(self._input_acts)
+        stable = {i for i, s_ in enumerate(self._static) if s_} | dyn
+        stable -= feeds
+        self._planned_by: dict[int, list[_Step]] = {}  # a replaceable view -> the planned steps reading/writing it
+        for st in self._steps:
+            entry = lookup_kernel(st.kernel)
+            if entry is None or entry.plan is None or st.fn is not entry.fn:
+                continue
+            if not all(i < 0 or i in stable for i in st.in_idx) or not all(i in stable for i in st.out_idx):
+                continue
+            st.plan = entry.plan
+            for i in {*st.in_idx, *st.out_idx} & dyn:
+                self._planned_by.setdefault(i, []).append(st)
 
     def _alloc(self, acts: list[dict[str, Any]]) -> None:
         """The arena and the value table: a view into the arena for each planned
@@ -398,23 +422,32 @@ class Session:
             prof = self.profile
             prof.runs += 1
             t_base = time.perf_counter()
-        for st in self._steps:
-            ins = st.ins if st.ins is not None else [env[i] if i >= 0 else None for i in st.in_idx]
-            if prof is not None:
-                t0 = time.perf_counter()
-            try:
-                res = st.fn(ins, st.attrs, st.outs)
-            except (RuntimeFailure, MemoryError):
-                raise
-            except Exception as e:
-                raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
-            outs = st.outs
-            if not (len(outs) == 1 and res and res[0] is outs[0]):  # else: written in place, nothing to do
-                self._store(st, res)
-            if prof is not None:
-                t1 = time.perf_counter()
-                prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
-                                             st.cost_cycles))
+        try:
+            for st in self._steps:
+                if prof is not None:
+                    t0 = time.perf_counter()
+                th = st.thunk
+                if th:  # planned: the kernel's call with its views bound
+                    th()
+                else:
+                    ins = st.ins if st.ins is not None else [env[i] if i >= 0 else None for i in st.in_idx]
+                    if th is None and st.plan is not None:
+                        th = st.thunk = st.plan(ins, st.attrs, st.outs) or False
+                    if th:
+                        th()
+                    else:
+                        res = st.fn(ins, st.attrs, st.outs)
+                        outs = st.outs
+                        if not (len(outs) == 1 and res and res[0] is outs[0]):  # else: written in place
+                            self._store(st, res)
+                if prof is not None:
+                    t1 = time.perf_counter()
+                    prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
+                                                 st.cost_cycles))
+        except (RuntimeFailure, MemoryError):
+            raise
+        except Exception as e:
+            raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
         results = []
         for i in picks:
             v = env[self._output_slots[i]]
@@ -427,18 +460,21 @@ class Session:
     def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
         """Bind the symbols from the feeds' shapes and point every symbolic
         activation whose shape changed (and the steps writing it) at its new view."""
-        dims = bind_dims(self._input_specs, arrays, self._ranges, self.executable.program.get("gears"))
+        dims = self._binder.bind(arrays)
         last = self._last_dims
         if dims == last:
             return
         self._dims.clear()
         self._dims.update(dims)
         env = self._env
-        for i, v in self._dyn.changed(dims):
+        writers, planned = self._writers, self._planned_by
+        for i, v, ptr in self._dyn.changed(dims):
             env[i] = v
-            for st, j in self._writers.get(i, ()):
+            for st, j in writers.get(i, ()):
                 st.outs[j] = v
-                st.out_ptrs[j] = _ptr(v)
+                st.out_ptrs[j] = ptr
+            for st in planned.get(i, ()):
+                st.thunk = None
         for st, syms in self._host_steps:
             if last is None or any(dims.get(s) != last.get(s) for s in syms):
                 try:
@@ -447,6 +483,8 @@ class Session:
                     raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: "
                                          f"{type(e).__name__}: {e}") from e
                 env[st.out_idx[0]] = res[0]
+                for p_st in self._planned_by.get(st.out_idx[0], ()):
+                    p_st.thunk = None
         self._last_dims = dims
 
     def _store(self, st: _Step, res: Any) -> None:

@@ -20,22 +20,33 @@ A kernel is ``fn(inputs, attrs, out) -> list[np.ndarray]``:
 ``accepts(attrs, in_dtypes) -> bool`` lets a native kernel decline a case it
 does not cover (e.g. Cast to a string); declined and unregistered kernels run
 on the AICPU fallback (`runtime.kernels.aicpu`, built on ``onnx.reference``).
+
+A kernel may also have a *planner* (`planner`): ``plan(inputs, attrs, out) ->
+thunk | None`` looks at the operands once and returns a no-argument callable that
+computes the step into its views (the numpy call with every argument bound), or
+None when the case is not one it plans.  The Session plans a step whose operands
+and results are arena views or constants, runs the thunk on every later run and
+plans again when a view changes (a new symbol binding): a decode step's MatMul is
+then one ``np.matmul(x, w, out=o)``, its checks paid once.  A thunk may read the
+operands' *contents* (they change per run) but must not have decided anything
+from them: only shapes, dtypes, attributes and constant operands.
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-__all__ = ["KernelEntry", "KernelFn", "broadcast_ufunc", "kernel", "load_families", "lookup_kernel", "registered_kernels",
-           "slot"]
+__all__ = ["KernelEntry", "KernelFn", "PlanFn", "broadcast_ufunc", "kernel", "load_families", "lookup_kernel",
+           "planner", "registered_kernels", "slot"]
 
 KernelFn = Callable[[list[Any], dict[str, Any], Any], Sequence[np.ndarray]]
 AcceptsFn = Callable[[dict[str, Any], list[Any]], bool]
+PlanFn = Callable[[list[Any], dict[str, Any], list[Any]], Callable[[], Any] | None]
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class KernelEntry:
     accepts: AcceptsFn | None = None
     scratch: bool = False  # takes the session's work buffers as ``attrs["_scratch"]``
     view: bool = False  # its result is operand 0's bytes reinterpreted (C order): nothing to do in place
+    plan: PlanFn | None = None  # see the module docstring
 
 
 _KERNELS: dict[str, KernelEntry] = {}
@@ -64,6 +76,17 @@ def kernel(*names: str, accepts: AcceptsFn | None = None, scratch: bool = False,
             if n in _KERNELS:
                 raise ValueError(f"kernel {n!r} registered twice")
             _KERNELS[n] = KernelEntry(n, fn, accepts, scratch, view)
+        return fn
+
+    return deco
+
+
+def planner(*names: str) -> Callable[[PlanFn], PlanFn]:
+    """Register `fn` as the planner of the (already registered) kernels `names`."""
+
+    def deco(fn: PlanFn) -> PlanFn:
+        for n in names:
+            _KERNELS[n] = replace(_KERNELS[n], plan=fn)
         return fn
 
     return deco

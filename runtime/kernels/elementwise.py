@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from runtime.kernels import broadcast_ufunc, kernel, slot
+from runtime.kernels import broadcast_ufunc, kernel, planner, slot
 
 __all__ = ["UNARY", "UNARY_BY_ACT", "erf", "relu"]
 
@@ -97,6 +98,20 @@ def _unary(name: str, fn: Callable[..., np.ndarray]) -> None:
 
 for _n, _f in UNARY.items():
     _unary(_n, _f)
+
+
+def _plan_unary(fn: Any, bool_result: bool):
+    def plan(inputs, attrs, out):
+        x, o = inputs[0], out[0]
+        want = np.dtype(bool) if bool_result else x.dtype
+        if not isinstance(x, np.ndarray) or o.shape != x.shape or o.dtype != want:
+            return None
+        return partial(fn, x, out=o)
+    return plan
+
+
+for _n in _ONE_UFUNC:
+    planner(_n)(_plan_unary(UNARY[_n], _n == "IsNaN"))
 
 
 _ZERO_ROW = 16384  # elements in the zero operand of `relu`
@@ -308,6 +323,16 @@ def _cast(inputs, attrs, out):
     return [x.astype(to)]
 
 
+@planner("Cast")
+def _plan_cast(inputs, attrs, out):
+    from ir.types import DType
+
+    x, o = inputs[0], out[0]
+    if not isinstance(x, np.ndarray) or o.shape != x.shape or o.dtype != DType.from_onnx(int(attrs["to"])).numpy:
+        return None
+    return partial(np.copyto, o, x, casting="unsafe")
+
+
 @kernel("CastLike", accepts=lambda attrs, dt: len(dt) > 1 and dt[0] not in ("str", "bf16") and dt[1] not in ("str", "bf16"))
 def _castlike(inputs, attrs, out):
     return [inputs[0].astype(inputs[1].dtype)]
@@ -363,6 +388,31 @@ def _binary(name: str, fn: Callable[..., np.ndarray]) -> None:
 
 for _n, _f2 in BINARY.items():
     _binary(_n, _f2)
+
+
+def _plan_binary(name: str, fn: Any):
+    """``fn(a, b, out=o)`` bound, for operands of one dtype (numeric ops) whose broadcast
+    is the result's shape; big broadcasts keep the kernel (`broadcast_ufunc`'s buffer)."""
+    cmp = name in _CMP
+
+    def plan(inputs, attrs, out):
+        a, b, o = inputs[0], inputs[1], out[0]
+        if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or (a.dtype != b.dtype and not cmp):
+            return None
+        if name == "Div" and a.dtype.kind != "f":
+            return None
+        shape = a.shape if a.shape == b.shape else np.broadcast_shapes(a.shape, b.shape)
+        if o.shape != shape or o.dtype != (np.dtype(bool) if cmp else a.dtype):
+            return None
+        if o.size >= 65536 and a.shape != b.shape:
+            return None
+        return partial(np.divide if name == "Div" else fn, a, b, out=o)
+    return plan
+
+
+for _n, _f2 in BINARY.items():
+    if _n != "Pow":
+        planner(_n)(_plan_binary(_n, _f2))
 
 
 @kernel("Mod")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels import kernel, slot
+from runtime.kernels import kernel, planner, slot
 from runtime.kernels.matmul import scratch
 
 __all__ = ["rms_norm", "rotary", "swiglu"]
@@ -46,6 +46,29 @@ def _rms_norm(inputs, attrs, out):
     x = inputs[0]
     w = inputs[1] if len(inputs) > 1 else None
     return [rms_norm(x, w, float(attrs.get("epsilon", 1e-6)), slot(out, 0))]
+
+
+@planner("fused.rms_norm")
+def _plan_rms_norm(inputs, attrs, out):
+    """`rms_norm` for float32 rows, its row buffer allocated once per plan."""
+    x, w, o = inputs[0], inputs[1] if len(inputs) > 1 else None, out[0]
+    if x.dtype != np.float32 or x.ndim == 0 or o.shape != x.shape or o.dtype != x.dtype:
+        return None
+    if w is not None and (np.ndim(w) > 1 or not _fits(np.asarray(w), x.shape)):
+        return None
+    ms = np.empty(x.shape[:-1] + (1,), np.float32)
+    ms_rows = ms[..., 0]
+    inv_d, eps = np.float32(1.0 / max(x.shape[-1], 1)), np.float32(attrs.get("epsilon", 1e-6))
+
+    def run() -> None:
+        np.einsum("...i,...i->...", x, x, out=ms_rows)
+        np.multiply(ms, inv_d, out=ms)
+        np.add(ms, eps, out=ms)
+        np.sqrt(ms, out=ms)
+        np.divide(x, ms, out=o)
+        if w is not None:
+            np.multiply(o, w, out=o)
+    return run
 
 
 def _fits(a: np.ndarray, shape: tuple[int, ...]) -> bool:
@@ -86,6 +109,31 @@ def _rotary(inputs, attrs, out):
     return [rotary(x, cos, sin, bool(attrs.get("interleaved", 0)), slot(out, 0), attrs)]
 
 
+@planner("fused.rotary")
+def _plan_rotary(inputs, attrs, out):
+    """`rotary` with its half views and temporary made once per plan."""
+    x, cos, sin = inputs
+    o = out[0]
+    if o.shape != x.shape or o.dtype != x.dtype or not (_fits(cos, x.shape) and _fits(sin, x.shape)):
+        return None
+    if np.may_share_memory(o, x):
+        return None
+    if attrs.get("interleaved", 0):
+        x0, x1, s0, s1, o0, o1 = x[..., 0::2], x[..., 1::2], sin[..., 0::2], sin[..., 1::2], o[..., 0::2], o[..., 1::2]
+    else:
+        h = x.shape[-1] // 2
+        x0, x1, s0, s1, o0, o1 = x[..., :h], x[..., h:], sin[..., :h], sin[..., h:], o[..., :h], o[..., h:]
+    t = np.empty(o0.shape, o.dtype)
+
+    def run() -> None:
+        np.multiply(x, cos, out=o)
+        np.multiply(x1, s0, out=t)
+        np.subtract(o0, t, out=o0)
+        np.multiply(x0, s1, out=t)
+        np.add(o1, t, out=o1)
+    return run
+
+
 def swiglu(gate: np.ndarray, up: np.ndarray, o: np.ndarray | None = None, attrs: dict | None = None) -> np.ndarray:
     """gate * sigmoid(gate) * up as gate / (1 + exp(-gate)) * up, in float32 (float16
     operands are widened: exp(-gate) leaves fp16's range below gate = -11).  exp's
@@ -110,3 +158,23 @@ def swiglu(gate: np.ndarray, up: np.ndarray, o: np.ndarray | None = None, attrs:
 @kernel("fused.swiglu", scratch=True)
 def _swiglu(inputs, attrs, out):
     return [swiglu(inputs[0], inputs[1], slot(out, 0), attrs)]
+
+
+@planner("fused.swiglu")
+def _plan_swiglu(inputs, attrs, out):
+    """`swiglu` for float32 operands, its temporary made once per plan."""
+    gate, up = inputs
+    o = out[0]
+    if gate.dtype != np.float32 or o.shape != gate.shape or o.dtype != gate.dtype or not _fits(up, gate.shape):
+        return None
+    t = np.empty(gate.shape, np.float32)
+    cap, one = np.float32(80), np.float32(1)
+
+    def run() -> None:
+        np.negative(gate, out=t)
+        np.minimum(t, cap, out=t)
+        np.exp(t, out=t)
+        np.add(t, one, out=t)
+        np.divide(gate, t, out=t)
+        np.multiply(t, up, out=o)
+    return run

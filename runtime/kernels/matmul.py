@@ -19,11 +19,12 @@ partial sums, which the plan promises.
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from runtime.kernels import kernel, slot
+from runtime.kernels import kernel, planner, slot
 from runtime.kernels.elementwise import UNARY_BY_ACT, relu
 from runtime.kernels.tiling import tiled_matmul
 
@@ -128,6 +129,20 @@ def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | 
 @kernel("MatMul", scratch=True)
 def _matmul(inputs, attrs, out):
     return [matmul(inputs[0], inputs[1], attrs, slot(out, 0))]
+
+
+@planner("MatMul")
+def _plan_matmul(inputs, attrs, out):
+    """``np.matmul(a, b, out=o)`` bound, for float operands of the result's dtype with
+    no 1-D operand (what `matmul` does for them, without its checks per run)."""
+    a, b, o = inputs[0], inputs[1], out[0]
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)) or a.ndim < 2 or b.ndim < 2:
+        return None
+    if not (a.dtype == b.dtype == o.dtype) or a.dtype.kind != "f" or a.dtype == np.float16:
+        return None
+    if o.shape != (*np.broadcast_shapes(a.shape[:-2], b.shape[:-2]), a.shape[-2], b.shape[-1]):
+        return None
+    return partial(np.matmul, a, b, out=o)
 
 
 @kernel("MatMulInteger")

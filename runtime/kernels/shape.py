@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ir.symbolic import dim_value
+from ir.symbolic import dim_value, parse_dim
 from ir.types import DType
 from runtime.kernels import kernel, slot
 
@@ -23,9 +23,15 @@ __all__: list[str] = []
 @kernel("sym.dims")
 def _sym_dims(inputs, attrs, out):
     env = attrs.get("_dims") or {}
-    vals = [dim_value(d, env) for d in attrs["dims"]]
-    dt = DType(attrs.get("dtype", "i64")).numpy
-    r = np.array(vals, dtype=dt).reshape(attrs["shape"])
+    exprs = attrs.get("_exprs")
+    if exprs is None:  # parsed once, kept with the step's attributes
+        exprs = attrs["_exprs"] = [d if isinstance(d, int) else parse_dim(d) for d in attrs["dims"]]
+        attrs["_dtype"] = DType(attrs.get("dtype", "i64")).numpy
+    try:
+        vals = [e if type(e) is int else e.value(env) for e in exprs]
+    except AttributeError:  # a dim with no value ("?")
+        vals = [dim_value(d, env) for d in attrs["dims"]]
+    r = np.array(vals, dtype=attrs["_dtype"]).reshape(attrs["shape"])
     o = slot(out, 0)
     if o is not None and o.shape == r.shape:
         o[...] = r
