@@ -9,7 +9,10 @@ Rules (a table, applied to a fixed point by the worklist driver
 - shape arithmetic: ``Shape`` of a statically shaped value (and ``Gather`` of
   static dims out of a ``Shape``) folds, so exporters' Shape→Gather→Concat→
   Reshape chains collapse to a constant target shape;
-- Identity, inference Dropout, same-dtype Cast and no-op Reshape are removed;
+- Identity, inference Dropout, same-dtype Cast, a Reshape or Expand to the
+  operand's shape, a Slice that keeps everything, x·1, x+0, x∧true and x∨false
+  are removed (symbolic shapes too: equal polynomials are equal at every binding);
+  an op that broadcasts reads an Expand's operand when its result stays the same;
 - BatchNormalization folds into the preceding Conv's weights and bias (when the
   Conv result has no other user) or becomes a per-channel Mul + Add;
 - a Mul or Add of a per-channel constant right after a Conv (the scale layers
@@ -46,8 +49,9 @@ import numpy as np
 
 from ir.core import Graph, Op, Value
 from ir.ops.shape import fold_symbolically, shape_value_op
-from ir.registry import foldable
-from ir.types import DType
+from ir.registry import foldable, infer_types
+from ir.symbolic import parse_dim
+from ir.types import DType, TensorType
 from passes._canonicalize_affine import (
     bn_into_conv,
     bn_to_mul_add,
@@ -190,12 +194,15 @@ def remove_dropout(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return _forward(rw, op, op.operands[0], ctx, "removed_dropout")
 
 
+_NEUTRAL = {"Mul": (1, "f"), "Add": (0, "f"), "And": (True, "b"), "Or": (False, "b")}
+
+
 def remove_neutral(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
-    """x * 1 and x + 0 (a constant of ones or zeros that does not broadcast x) ==> x."""
-    neutral = 1 if op.kind == "Mul" else 0
+    """x * 1, x + 0, x and true, x or false (a constant that does not broadcast x) ==> x."""
+    neutral, kind = _NEUTRAL[op.kind]
     for i in (0, 1):
         c = _const(op.operands[1 - i])
-        if c is not None and c.size and c.dtype.kind == "f" and bool((c == neutral).all()) \
+        if c is not None and c.size and c.dtype.kind == kind and bool((c == neutral).all()) \
                 and _forward(rw, op, op.operands[i], ctx, "removed_noop"):
             return True
     return False
@@ -205,10 +212,58 @@ def remove_noop_cast(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     return op.operands[0].type == op.result.type and _forward(rw, op, op.operands[0], ctx, "removed_noop")
 
 
+def _known(t: TensorType) -> bool:
+    """Every dim is a number or a polynomial of symbols: two such types that print
+    the same have the same shape at every binding."""
+    return all(isinstance(d, int) or parse_dim(d) is not None for d in t.shape)
+
+
 def remove_noop_reshape(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """Reshape or Expand to the operand's own shape ==> the operand."""
     x = op.operands[0]
-    return (x.type.is_static and x.type == op.result.type
-            and _forward(rw, op, x, ctx, "removed_noop"))
+    return x.type == op.result.type and _known(x.type) and _forward(rw, op, x, ctx, "removed_noop")
+
+
+_BROADCASTING = ("MatMul", "Add", "Sub", "Mul", "Div", "Pow", "And", "Or", "Xor", "Equal", "Less", "LessOrEqual",
+                 "Greater", "GreaterOrEqual", "Where", "Max", "Min")
+
+
+def bypass_expand(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """A user that broadcasts (elementwise ops, MatMul's batch dims) reads an Expand's
+    operand directly when its result type stays the same: the broadcast it does
+    itself is the Expand's (rotary embeddings expand inv_freq to the batch for a
+    batched MatMul)."""
+    x = op.operands[0]
+    changed = False
+    for use in list(op.result.uses):
+        user = use.op
+        if user.kind not in _BROADCASTING:
+            continue
+        before = [r.type for r in user.results]
+        user.operands[use.index] = x  # a trial: infer the user's types with the operand
+        try:
+            same = infer_types(user) == before
+        except Exception:  # noqa: BLE001 - an operand the user's inference rejects: keep the Expand
+            same = False
+        user.operands[use.index] = op.result
+        if same:
+            rw.set_operand(user, use.index, x)
+            ctx.count("canonicalize", "bypassed_expand")
+            changed = True
+    return changed
+
+
+def remove_noop_slice(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """A Slice with positive steps that keeps every dim's size takes all of it ==> the operand."""
+    x = op.operands[0]
+    if x.type != op.result.type or not _known(x.type):
+        return False
+    steps = op.operands[4] if len(op.operands) > 4 else None
+    if steps is not None:
+        sc = _const(steps)
+        if sc is None or not bool((sc > 0).all()):
+            return False
+    return _forward(rw, op, x, ctx, "removed_noop")
 
 
 # -- Gemm ------------------------------------------------------------------------------------
@@ -256,6 +311,10 @@ RULES: RuleTable = {
     "Dropout": [remove_dropout],
     "Cast": [remove_noop_cast],
     "Reshape": [remove_noop_reshape],
+    "Expand": [remove_noop_reshape, bypass_expand],
+    "Slice": [remove_noop_slice],
+    "And": [remove_neutral],
+    "Or": [remove_neutral],
     "BatchNormalization": [bn_into_conv, bn_to_mul_add],
     "Mul": [remove_neutral, scale_into_conv, merge_affine],
     "Add": [remove_neutral, shift_into_conv, merge_affine],

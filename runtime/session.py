@@ -125,6 +125,10 @@ class Session:
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
         self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
         self._input_specs = [(i.name, i.shape) for i in self._inputs]
+        self._input_names = [i.name for i in self._inputs]
+        # per input: its spec, numpy dtype and the (axis, size) of its fixed dims
+        self._feed_checks = [(i, np_dtype(i.dtype), [(k, d) for k, d in enumerate(i.shape) if isinstance(d, int)])
+                             for i in self._inputs]
         self._binder = DimBinder(self._input_specs, self._ranges, prog.get("gears"))
         self._writers: dict[int, list[tuple[_Step, int]]] = {}  # symbolic activation -> (step, result)
         for st in self._steps:
@@ -305,7 +309,26 @@ class Session:
     def _check_feeds(self, feeds: dict[str, Any]) -> list[np.ndarray]:
         if not isinstance(feeds, dict):
             raise InputError(f"feeds must be a dict of input name -> array, got {type(feeds).__name__}")
-        names = [i.name for i in self._inputs]
+        names = self._input_names
+        if len(feeds) != len(names) or not all(n in feeds for n in names):
+            self._feed_names_error(feeds)
+        arrays = []
+        for spec, want, fixed in self._feed_checks:
+            a = feeds[spec.name]
+            if not isinstance(a, np.ndarray):
+                a = np.asarray(a)
+            if a.dtype != want and not (want == object and a.dtype.kind in "OUS"):
+                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype} ({want}), "
+                                 f"received {a.dtype} with shape {list(a.shape)}")
+            shape = a.shape
+            if len(shape) != len(spec.shape) or not all(shape[k] == d for k, d in fixed):
+                raise InputError(f"input {spec.name!r}: expected shape {_fmt(spec.shape, spec.dtype)}, "
+                                 f"received {_fmt(list(a.shape), spec.dtype)}")
+            arrays.append(a)
+        return arrays
+
+    def _feed_names_error(self, feeds: dict[str, Any]) -> None:
+        names = self._input_names
         unknown = [k for k in feeds if k not in names]
         if unknown:
             raise InputError(f"unknown input name(s) {', '.join(map(repr, unknown))}; "
@@ -314,22 +337,6 @@ class Session:
         if missing:
             raise InputError(f"missing input(s) {', '.join(map(repr, missing))}; the model's inputs are "
                              + ", ".join(f"{i.name!r} ({_fmt(i.shape, i.dtype)})" for i in self._inputs))
-        arrays = []
-        for spec in self._inputs:
-            a = feeds[spec.name]
-            if not isinstance(a, np.ndarray):
-                a = np.asarray(a)
-            want = np_dtype(spec.dtype)
-            if a.dtype != want and not (want == object and a.dtype.kind in "OUS"):
-                raise InputError(f"input {spec.name!r}: expected dtype {spec.dtype} ({want}), "
-                                 f"received {a.dtype} with shape {list(a.shape)}")
-            ok = a.ndim == len(spec.shape) and all(
-                not isinstance(d, int) or d == s for d, s in zip(spec.shape, a.shape))
-            if not ok:
-                raise InputError(f"input {spec.name!r}: expected shape {_fmt(spec.shape, spec.dtype)}, "
-                                 f"received {_fmt(list(a.shape), spec.dtype)}")
-            arrays.append(a)
-        return arrays
 
     def _picks(self, output_names: list[str] | None) -> list[int]:
         """Indices of the requested outputs (all when None)."""

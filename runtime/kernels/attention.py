@@ -25,7 +25,7 @@ from runtime.kernels.matmul import acc_dtype, scratch
 __all__ = ["attention"]
 
 # scratch keys (distinct within this kernel)
-_SCORES, _ROWMAX, _ROWSUM, _Q, _K, _V, _OUT = 20, 21, 22, 23, 24, 25, 26
+_SCORES, _ROWMAX, _Q, _K, _V, _OUT = 20, 21, 23, 24, 25, 26
 
 
 def _widened(x: np.ndarray, attrs: dict[str, Any], key: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
@@ -62,31 +62,27 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     b, hq, s, d = q.shape
     hkv, length, dv = k.shape[1], k.shape[2], v.shape[3]
     g = hq // hkv
-    dt = np.result_type(q, k, v)
+    dt = q.dtype if q.dtype == k.dtype == v.dtype else np.result_type(q, k, v)
     acc = acc_dtype(dt)
     shape = (b, hq, s, dv)
     fits = o is not None and o.shape == shape
-    direct = _view(o, (b, hkv, g * s, dv)) if fits and o.dtype == acc else None  # type: ignore[union-attr]
+    direct = None
+    if fits and o.dtype == acc:  # type: ignore[union-attr]
+        direct = o.reshape(b, hkv, g * s, dv) if o.flags.c_contiguous else _view(o, (b, hkv, g * s, dv))  # type: ignore[union-attr]
     res = direct if direct is not None else scratch(attrs, _OUT, (b, hkv, g * s, dv), acc)
     if length == 0 or res.size == 0:  # an empty softmax row weighs nothing
         res.fill(0)
     else:
         qg = _widened(q, attrs, _Q, (b, hkv, g * s, d), acc)
-        kk = _widened(k, attrs, _K, k.shape, acc)
-        vv = _widened(v, attrs, _V, v.shape, acc)
+        kk = k if k.dtype == acc else _widened(k, attrs, _K, k.shape, acc)
+        vv = v if v.dtype == acc else _widened(v, attrs, _V, v.shape, acc)
         p = scratch(attrs, _SCORES, (b, hkv, g * s, length), acc)
-        np.matmul(qg, kk.transpose(0, 1, 3, 2), out=p)
-        scale = float(attrs.get("scale", 1.0))
+        np.matmul(qg, kk.swapaxes(2, 3), out=p)
+        scale = attrs.get("scale", 1.0)
         if scale != 1.0:
             np.multiply(p, acc.type(scale), out=p)
-        p5 = p.reshape(b, hkv, g, s, length)  # a view: p is contiguous
-        if mask is not None:
-            np.add(p5, _mask5(mask, hkv, g), out=p5, casting="unsafe")
-        if attrs.get("causal", 0):
-            for i in range(max(0, s - length), s):  # query i sees keys j <= i + L - S
-                p5[..., i, i + length - s + 1:] = -np.inf
-            if s > length:  # queries before the first key see none
-                p5[..., :s - length, :] = -np.inf
+        if mask is not None or attrs.get("causal", 0):
+            _mask_scores(p.reshape(b, hkv, g, s, length), mask, attrs, hkv, g)  # a view: p is contiguous
         _softmax_rows(p, attrs)
         np.matmul(p, vv, out=res)
     if direct is not None:
@@ -98,17 +94,40 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
     return r.astype(dt)
 
 
+def _mask_scores(p5: np.ndarray, mask: np.ndarray | None, attrs: dict[str, Any], hkv: int, g: int) -> None:
+    """Add the additive mask and apply the causal one, in place on ``[B, Hkv, g, S, L]`` scores."""
+    s, length = p5.shape[3], p5.shape[4]
+    if mask is not None:
+        np.add(p5, _mask5(mask, hkv, g), out=p5, casting="unsafe")
+    if attrs.get("causal", 0):
+        for i in range(max(0, s - length), s):  # query i sees keys j <= i + L - S
+            p5[..., i, i + length - s + 1:] = -np.inf
+        if s > length:  # queries before the first key see none
+            p5[..., :s - length, :] = -np.inf
+
+
+_FLOORS: dict[np.dtype, float] = {}
+
+
+def _floor(dt: np.dtype) -> float:
+    """The dtype's lowest finite value (np.finfo is slow enough to matter per step)."""
+    f = _FLOORS.get(dt)
+    if f is None:
+        f = _FLOORS[dt] = float(-np.finfo(dt).max)
+    return f
+
+
 def _softmax_rows(p: np.ndarray, attrs: dict[str, Any]) -> None:
     """Softmax over the last axis of `p`, in place, allocating nothing.  A row of
     all ``-inf`` gives 0 with ``nan_guard`` and NaN without (ONNX's Softmax)."""
     rows = p.shape[:-1] + (1,)
-    mx = scratch(attrs, _ROWMAX, rows, p.dtype)
+    both = scratch(attrs, _ROWMAX, (2,) + rows, p.dtype)
+    mx, total = both[0], both[1]
     # a finite floor: a fully masked row gives exp(-inf) = 0 rather than exp(-inf + inf) = NaN
-    np.max(p, axis=-1, keepdims=True, out=mx, initial=-np.finfo(p.dtype).max)
+    np.maximum.reduce(p, axis=-1, keepdims=True, out=mx, initial=_floor(p.dtype))
     np.subtract(p, mx, out=p)
     np.exp(p, out=p)
-    total = scratch(attrs, _ROWSUM, rows, p.dtype)
-    np.sum(p, axis=-1, keepdims=True, out=total)
+    np.add.reduce(p, axis=-1, keepdims=True, out=total)
     if attrs.get("nan_guard", 0):
         np.maximum(total, 1, out=total)  # a row with any key sums to >= 1 (its max gives exp(0)); else 0 / 1 = 0
         np.reciprocal(total, out=total)

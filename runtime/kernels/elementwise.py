@@ -239,36 +239,57 @@ def _gelu_k(inputs, attrs, out):
     side: |error| <= 5e-7 * max(1, |x|) against float64 (measured 4.3e-7 on [-10, 10])."""
     x = inputs[0]
     xs = x if x.dtype == np.float32 else x.astype(np.float32)
-    if attrs.get("approximate", "none") == "tanh":
-        c = math.sqrt(2 / math.pi)
-        t = np.multiply(xs, xs)
-        t *= np.float32(0.044715 * c)
-        t += np.float32(c)
-        t *= xs
-        np.tanh(t, out=t)
-        t += 1
-        t *= 0.5
-    else:
-        z = np.abs(xs)
-        z *= np.float32(1 / math.sqrt(2))
-        u = z * np.float32(_AS_P)
-        u += 1
-        np.reciprocal(u, out=u)
-        t = u * np.float32(_AS_A[4])
-        for a in _AS_A[3::-1]:
-            t += np.float32(a)
-            t *= u
-        np.square(z, out=z)
-        np.negative(z, out=z)
-        np.exp(z, out=z)
-        t *= z
-        t *= 0.5  # h = erfc(|x| / sqrt 2) / 2
-        np.copysign(t, xs, out=t)
-        np.negative(t, out=t)
-        t += xs > 0  # Phi(x)
+    t, z, u = (np.empty(x.shape, np.float32) for _ in range(3))
+    _gelu_phi(xs, attrs.get("approximate", "none"), t, z, u)
     if x.dtype != np.float32:
         return [(t * xs).astype(x.dtype)]
     return [np.multiply(t, xs, out=_o(out, x.shape, x.dtype))]
+
+
+def _gelu_phi(xs: np.ndarray, approximate: str, t: np.ndarray, z: np.ndarray, u: np.ndarray) -> None:
+    """Gelu's gate (0.5 (1 + tanh(...)) or Phi(x)) of float32 `xs` into `t`; `z`, `u`
+    are temporaries of its shape (the erf form uses them)."""
+    if approximate == "tanh":
+        c = math.sqrt(2 / math.pi)
+        np.multiply(xs, xs, out=t)
+        np.multiply(t, np.float32(0.044715 * c), out=t)
+        np.add(t, np.float32(c), out=t)
+        np.multiply(t, xs, out=t)
+        np.tanh(t, out=t)
+        np.add(t, np.float32(1), out=t)
+        np.multiply(t, np.float32(0.5), out=t)
+        return
+    np.abs(xs, out=z)
+    np.multiply(z, np.float32(1 / math.sqrt(2)), out=z)
+    np.multiply(z, np.float32(_AS_P), out=u)
+    np.add(u, np.float32(1), out=u)
+    np.reciprocal(u, out=u)
+    np.multiply(u, np.float32(_AS_A[4]), out=t)
+    for a in _AS_A[3::-1]:
+        np.add(t, np.float32(a), out=t)
+        np.multiply(t, u, out=t)
+    np.square(z, out=z)
+    np.negative(z, out=z)
+    np.exp(z, out=z)
+    np.multiply(t, z, out=t)
+    np.multiply(t, np.float32(0.5), out=t)  # h = erfc(|x| / sqrt 2) / 2
+    np.copysign(t, xs, out=t)
+    np.negative(t, out=t)
+    np.add(t, xs > 0, out=t, casting="unsafe")  # Phi(x)
+
+
+@planner("Gelu")
+def _plan_gelu(inputs, attrs, out):
+    x, o = inputs[0], out[0]
+    if x.dtype != np.float32 or o.shape != x.shape or o.dtype != x.dtype:
+        return None
+    t, z, u = (np.empty(x.shape, np.float32) for _ in range(3))
+    approximate = attrs.get("approximate", "none")
+
+    def run() -> None:
+        _gelu_phi(x, approximate, t, z, u)
+        np.multiply(t, x, out=o)
+    return run
 
 
 @kernel("Clip")
@@ -455,3 +476,19 @@ _variadic("Min", np.minimum)
 @kernel("Where")
 def _where(inputs, attrs, out):
     return [np.where(inputs[0], inputs[1], inputs[2])]
+
+
+@planner("Where")
+def _plan_where(inputs, attrs, out):
+    """y everywhere, then x where the condition holds: two broadcasting copies into o."""
+    c, x, y = inputs
+    o = out[0]
+    if not all(isinstance(v, np.ndarray) for v in (c, x, y)) or c.dtype != bool or not (x.dtype == y.dtype == o.dtype):
+        return None
+    if o.shape != np.broadcast_shapes(c.shape, x.shape, y.shape) or any(np.may_share_memory(v, o) for v in (c, x)):
+        return None
+
+    def run() -> None:
+        np.copyto(o, y)
+        np.copyto(o, x, where=c)
+    return run

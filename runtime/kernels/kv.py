@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.kernels import kernel, slot
+from runtime.kernels import kernel
 
 __all__: list[str] = []
 
@@ -25,17 +25,23 @@ def _is_prefix_of(past: np.ndarray, out: np.ndarray) -> bool:
     return past.size == 0 or (_addr(past) == _addr(out) and past.strides == out.strides)
 
 
+_HEADS: dict[int, tuple[slice, ...]] = {}
+
+
 @kernel("kv.append")
 def _kv_append(inputs, attrs, out):
     past, new = inputs
-    axis = int(attrs["axis"]) % past.ndim
-    o = slot(out, 0)
+    axis = attrs["axis"]
+    if axis < 0:
+        axis += past.ndim
+    o = out[0] if out else None
     n_past = past.shape[axis]
-    want = past.shape[:axis] + (n_past + new.shape[axis],) + past.shape[axis + 1:]
-    if o is None or o.shape != want:
+    if o is None or o.shape != past.shape[:axis] + (n_past + new.shape[axis],) + past.shape[axis + 1:]:
         return [np.concatenate([past, new], axis=axis)]
-    head = (slice(None),) * axis
-    if not _is_prefix_of(past, o):
+    head = _HEADS.get(axis)
+    if head is None:
+        head = _HEADS[axis] = (slice(None),) * axis
+    if n_past and not _is_prefix_of(past, o):
         o[head + (slice(0, n_past),)] = past
     o[head + (slice(n_past, None),)] = new
     return [o]

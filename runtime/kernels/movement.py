@@ -126,6 +126,26 @@ def _concat(inputs, attrs, out):
     return [o]
 
 
+@planner("Concat")
+def _plan_concat(inputs, attrs, out):
+    """The operands not already in their slices, copied there (`_concat_parts`)."""
+    xs = [v for v in inputs if v is not None]
+    o = out[0]
+    if not xs or not all(isinstance(v, np.ndarray) and v.dtype == o.dtype for v in xs):
+        return None
+    axis = int(attrs["axis"]) % xs[0].ndim
+    if o.shape != xs[0].shape[:axis] + (sum(v.shape[axis] for v in xs),) + xs[0].shape[axis + 1:]:
+        return None
+    copies = [(dst, v) for v, dst, there in _concat_parts(xs, axis, o) if not there]
+    if any(np.may_share_memory(v, o) for _, v in copies):
+        return None
+
+    def run() -> None:
+        for dst, v in copies:
+            np.copyto(dst, v)
+    return run
+
+
 @kernel("Split")
 def _split(inputs, attrs, out):
     x = inputs[0]
@@ -140,6 +160,29 @@ def _split(inputs, attrs, out):
         sizes = [chunk] * (n - 1) + [d - chunk * (n - 1)]
     bounds = np.cumsum(sizes)[:-1]
     return list(np.split(x, bounds, axis=axis))
+
+
+@planner("Split")
+def _plan_split(inputs, attrs, out):
+    """Each part copied into its view; the parts' sizes are the views' (the program's
+    shapes), never read from a split operand."""
+    x = inputs[0]
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    copies, pos = [], 0
+    for o in out:
+        n = o.shape[axis]
+        part = x[(slice(None),) * axis + (slice(pos, pos + n),)]
+        if o.dtype != x.dtype or part.shape != o.shape or np.may_share_memory(x, o):
+            return None
+        copies.append((o, part))
+        pos += n
+    if pos != x.shape[axis]:
+        return None
+
+    def run() -> None:
+        for o, part in copies:
+            np.copyto(o, part)
+    return run
 
 
 @kernel("Slice")
@@ -160,6 +203,19 @@ def _gather(inputs, attrs, out):
     x, idx = inputs
     axis = int(attrs.get("axis", 0)) % x.ndim
     return [np.take(x, idx.astype(np.int64, copy=False), axis=axis)]
+
+
+@planner("Gather")
+def _plan_gather(inputs, attrs, out):
+    """``np.take(x, idx, axis, out=o)``: the indices are read (and range-checked) per call."""
+    x, idx = inputs
+    o = out[0]
+    if not (isinstance(x, np.ndarray) and isinstance(idx, np.ndarray)) or idx.dtype != np.int64 or x.ndim == 0:
+        return None
+    axis = int(attrs.get("axis", 0)) % x.ndim
+    if o.dtype != x.dtype or o.shape != x.shape[:axis] + idx.shape + x.shape[axis + 1:] or np.may_share_memory(x, o):
+        return None
+    return partial(np.take, x, idx, axis=axis, out=o)
 
 
 @kernel("GatherElements")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ir.geometry import window_out
-from runtime.kernels import kernel, slot
+from runtime.kernels import kernel, planner, slot
 from runtime.kernels.conv import conv_pads
 
 __all__ = ["pool", "reduce_axes"]
@@ -196,6 +196,41 @@ def _layernorm(inputs, attrs, out):
     if bias is not None:
         y += bias
     return [y, mean.reshape(stat_shape), inv.reshape(stat_shape)]
+
+
+@planner("LayerNormalization")
+def _plan_layernorm(inputs, attrs, out):
+    """The float32 single-result case of `_layernorm`, its row statistics allocated once."""
+    x, scale = inputs[0], inputs[1]
+    bias = inputs[2] if len(inputs) > 2 else None
+    o = out[0]
+    if len(out) != 1 or x.dtype != np.float32 or o.dtype != x.dtype or o.shape != x.shape or x.ndim == 0:
+        return None
+    if not (x.flags.c_contiguous and o.flags.c_contiguous) or np.may_share_memory(x, o):
+        return None
+    axis = int(attrs.get("axis", -1)) % x.ndim
+    n = int(np.prod(x.shape[axis:]))
+    if n == 0:
+        return None
+    rows, orows = x.reshape(-1, n), o.reshape(-1, n)
+    stats = np.empty((2, rows.shape[0], 1), np.float32)
+    mean, inv = stats[0], stats[1]
+    inv_rows = inv[:, 0]
+    inv_n, eps = np.float32(1 / n), np.float32(attrs.get("epsilon", 1e-5))
+
+    def run() -> None:
+        np.add.reduce(rows, axis=1, keepdims=True, out=mean)
+        np.multiply(mean, inv_n, out=mean)
+        np.subtract(rows, mean, out=orows)
+        np.einsum("ij,ij->i", orows, orows, out=inv_rows)
+        np.multiply(inv, inv_n, out=inv)
+        np.add(inv, eps, out=inv)
+        np.sqrt(inv, out=inv)
+        np.divide(orows, inv, out=orows)
+        np.multiply(o, scale, out=o)
+        if bias is not None:
+            np.add(o, bias, out=o)
+    return run
 
 
 @kernel("LRN")
