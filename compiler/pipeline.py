@@ -25,16 +25,16 @@ __all__ = ["DEFAULT_PIPELINES", "PRECISION_MODES", "default_pipeline", "format_t
 
 log = logging.getLogger("atcpy")
 
-_FP32 = "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,tile{size=256},place,assign-buffers"
+_FP32 = "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,fuse-siblings,tile{size=256},place,assign-buffers"
 # cast-precision reads the mode from ctx.options.precision_mode; it runs on
 # fused ops, before tiling/placement so the casts it adds are placed too.
-_FP16 = "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,cast-precision,tile{size=256},place,assign-buffers"
+_FP16 = "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,fuse-siblings,cast-precision,tile{size=256},place,assign-buffers"
 DEFAULT_PIPELINES: dict[str, str] = {
     "force_fp32": _FP32,
     "must_keep_origin_dtype": _FP32,
     "force_fp16": _FP16,
     "allow_fp32_to_fp16": _FP16,
-    "allow_quantize": "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,tile{size=256},quantize,place,assign-buffers",
+    "allow_quantize": "canonicalize,cse,fuse,fuse-llm,fuse-attention,kv-cache,fuse-siblings,tile{size=256},quantize,place,assign-buffers",
 }
 PRECISION_MODES = tuple(DEFAULT_PIPELINES)
 

@@ -121,3 +121,25 @@ def test_shapes_outside_the_range_or_inconsistent_are_input_errors(decoder, comp
     feeds["attention_mask"] = np.ones((1, 4), np.int64)  # should be past + sequence = 5
     with pytest.raises(InputError, match="attention_mask"):
         sess.run(None, feeds)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_planned_steps_replan_when_the_shapes_change(kind, decoder, compiled, ort_session):
+    """The runtime plans most steps (every MatMul) and, as the shapes change and come
+    back, gives the results of a Session that plans nothing and of onnxruntime."""
+    path = decoder(kind)
+    exe = compiled(kind)
+    planned, plain = Session(exe), Session(exe)
+    for st in plain._steps:
+        st.plan = None
+    ort = ort_session(path)
+    for seq, past in [(1, 3), (1, 7), (4, 0), (1, 3), (2, 12), (1, 7)]:
+        feeds = decoder_feeds(path, 2, seq, past, seed=seq * 100 + past)
+        got, want = planned.run(None, feeds), plain.run(None, feeds)
+        ref = ort.run(None, feeds)
+        for g, w, r in zip(got, want, ref):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
+    steps = planned._steps
+    assert all(st.thunk for st in steps if st.kernel == "MatMul")
+    assert sum(bool(st.thunk) for st in steps) >= len(steps) // 2
