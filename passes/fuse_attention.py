@@ -37,7 +37,10 @@ Before / after (LLaMA, 4 query heads over 2 KV heads)::
     %o = fused.attention(%q, %k, %v, %mask) {nan_guard = 1, scale = 0.25}
        : (tensor<Bx4xSx16xf32>, tensor<Bx2xLx16xf32>, tensor<Bx2xLx16xf32>, tensor<Bx1xSxLxf32>) -> tensor<Bx4xSx16xf32>
 
-Statistics: ``fusion.attention`` per fused op.
+The causal + padding mask the exports build for it becomes one
+``fused.causal_mask`` (`passes._causal_mask`).
+
+Statistics: ``fusion.attention`` per fused op, ``fusion.causal_mask``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from typing import ClassVar
 
 from ir.core import Graph, Op, Value
 from ir.registry import TypeInferenceError
+from passes._causal_mask import fuse_causal_mask
 from passes._conv_fold import const_of
 from passes._rewrite import Rewriter, RuleTable, rewrite
 from passes.base import Pass, PassContext, register
@@ -221,7 +225,7 @@ def fuse_attention(rw: Rewriter, root: Op, ctx: PassContext) -> bool:
     return True
 
 
-RULES: RuleTable = {"MatMul": [fuse_attention]}
+RULES: RuleTable = {"MatMul": [fuse_attention], "And": [fuse_causal_mask]}
 
 
 @register

@@ -36,7 +36,7 @@ from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import Scratch
 from runtime.kernels.movement import concat_in_place
-from runtime.om import Executable, dtype_name, np_dtype
+from runtime.om import Executable, decode_json_value, dtype_name, np_dtype
 from runtime.profile import Profile, StepTiming
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
@@ -465,6 +465,8 @@ def _resolve(v: Any, weights: dict[str, np.ndarray]) -> Any:
     """An attribute value with its ``{"$weight": name}`` references replaced by the weights."""
     if isinstance(v, dict) and len(v) == 1 and "$weight" in v:
         return weights[v["$weight"]]
+    if isinstance(v, dict) and len(v) == 1 and "$float" in v:  # a non-finite float (strict JSON)
+        return decode_json_value(v)
     if isinstance(v, list):
         return [_resolve(x, weights) for x in v]
     return v

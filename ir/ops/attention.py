@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from ir.core import Op
 from ir.gemm import Dim, Gemm
 from ir.ops._infer import operand_type
-from ir.registry import CUBE_OR_VECTOR, Attr, TypeInferenceError, define
+from ir.registry import CUBE_OR_VECTOR, VECTOR_ONLY, Attr, TypeInferenceError, define
 from ir.symbolic import dim_prod
-from ir.types import TensorType
+from ir.types import DType, TensorType
 
 __all__ = ["AttentionGemm", "attention_gemm"]
 
@@ -90,3 +90,19 @@ define("fused.attention", operands=(3, 4), infer=_attention, engines=CUBE_OR_VEC
        attrs={"scale": Attr("float", 1.0), "causal": Attr("int", 0), "nan_guard": Attr("int", 0)},
        origin="MatMul", label="attention",
        doc="softmax(q·kᵀ·scale + mask [+ causal]) · v, GQA heads sharing K/V (see `ir.ops.attention`).")
+
+
+def _causal_mask(op: Op) -> list[TensorType]:
+    m, pos = operand_type(op, 0), operand_type(op, 1)
+    if m.rank != 2 or pos.rank != 1 or not pos.dtype.is_int:
+        raise TypeInferenceError(f"fused.causal_mask: expects a [B, T] mask and [S] int positions, got {m}, {pos}")
+    dtype = DType(op.attrs.get("dtype", "bool"))
+    return [TensorType(dtype, (m.shape[0], 1, pos.shape[0], m.shape[1]))]
+
+
+define("fused.causal_mask", operands=2, infer=_causal_mask, engines=VECTOR_ONLY,
+       attrs={"dtype": Attr("str", "bool"), "masked": Attr("float", float("-inf"))},
+       label="causal mask",
+       doc="The causal + padding mask of a decoder: ``keep[b, 0, i, j] = j <= positions[i] and mask[b, j] != 0`` "
+           "for mask [B, T] and the queries' positions [S]; bool, or with a float dtype 0 where kept and "
+           "`masked` elsewhere (an additive mask).")

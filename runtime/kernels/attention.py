@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from ir.types import DType
 from runtime.kernels import kernel, slot
 from runtime.kernels.matmul import acc_dtype, scratch
 
@@ -142,3 +143,42 @@ def _softmax_rows(p: np.ndarray, attrs: dict[str, Any]) -> None:
 def _attention(inputs, attrs, out):
     mask = inputs[3] if len(inputs) > 3 else None
     return [attention(inputs[0], inputs[1], inputs[2], mask, attrs, slot(out, 0))]
+
+
+def causal_mask(mask: np.ndarray, positions: np.ndarray, dtype: np.dtype, masked: float,
+                o: np.ndarray | None = None) -> np.ndarray:
+    """``keep[b, 0, i, j] = j <= positions[i] and mask[b, j] != 0`` as bool, or for a
+    float dtype 0 where kept and `masked` elsewhere."""
+    b, t = mask.shape
+    s = positions.shape[0]
+    causal = np.less_equal(_arange(t)[None, None, None, :], positions.reshape(1, 1, s, 1))  # [1, 1, S, T]
+    keep = np.logical_and(causal, (mask != 0).reshape(b, 1, 1, t))
+    if dtype == bool:
+        if o is not None and o.shape == keep.shape and o.dtype == bool:
+            np.copyto(o, keep)
+            return o
+        return keep
+    if o is None or o.shape != keep.shape or o.dtype != dtype:
+        o = np.empty(keep.shape, dtype)
+    o.fill(masked)
+    np.copyto(o, 0, where=keep)
+    return o
+
+
+_ARANGES: dict[int, np.ndarray] = {}
+
+
+def _arange(n: int) -> np.ndarray:
+    a = _ARANGES.get(n)
+    if a is None:
+        if len(_ARANGES) > 64:
+            _ARANGES.clear()
+        a = _ARANGES[n] = np.arange(n, dtype=np.int64)
+        a.flags.writeable = False
+    return a
+
+
+@kernel("fused.causal_mask")
+def _causal_mask(inputs, attrs, out):
+    dt = np.dtype(bool) if attrs.get("dtype", "bool") == "bool" else DType(attrs["dtype"]).numpy
+    return [causal_mask(inputs[0], inputs[1], dt, float(attrs.get("masked", -np.inf)), slot(out, 0))]

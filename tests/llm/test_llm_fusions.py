@@ -33,11 +33,11 @@ from tests.passes._eval import run_graph
 DIMS = "sequence_length:1~64;past_sequence_length:0~63;batch_size:1~2"
 IR_DIR = Path(__file__).parents[1] / "passes" / "fuse-llm"
 FUSED = {"rms_norm": "fused.rms_norm", "rotary": "fused.rotary", "gated_mlp": "fused.swiglu",
-         "layer_norm": "LayerNormalization", "gelu": "Gelu"}
-EXPECTED = {
-    "llama": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "gated_mlp": LAYERS},
-    "qwen2": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "gated_mlp": LAYERS},
-    "gpt2": {"layer_norm": 2 * LAYERS + 1, "gelu": LAYERS},
+         "layer_norm": "LayerNormalization", "gelu": "Gelu", "causal_mask": "fused.causal_mask"}
+EXPECTED = {  # the causal mask is built once and shared by the layers (cse)
+    "llama": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "gated_mlp": LAYERS, "causal_mask": 1},
+    "qwen2": {"rms_norm": 2 * LAYERS + 1, "rotary": 2 * LAYERS, "gated_mlp": LAYERS, "causal_mask": 1},
+    "gpt2": {"layer_norm": 2 * LAYERS + 1, "gelu": LAYERS, "causal_mask": 1},
 }
 
 
@@ -201,6 +201,8 @@ def test_decoder_fusion_counts_and_steps(kind, compiled):
         assert "Tanh" not in steps and "Pow" not in steps
     else:
         assert not {"Pow", "Sqrt", "ReduceMean", "Sigmoid", "Neg"} & set(steps), f"{kind}: {sorted(set(steps))}"
+    # the mask's index arithmetic is gone with it
+    assert not {"LessOrEqual", "And", "Where", "Flatten"} & set(steps), f"{kind}: {sorted(set(steps))}"
     fused = [s for s in exe.program["steps"] if s["kernel"] in FUSED.values()]
     assert all(s["engine"] == "vector" for s in fused)
 

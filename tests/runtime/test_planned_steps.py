@@ -104,3 +104,19 @@ def test_planner_declines_what_it_does_not_cover():
     assert plan([np.ones(3, np.float32), np.ones((3, 4), np.float32)], {}, [np.empty(4, np.float32)]) is None  # 1-D
     add = lookup_kernel("Add").plan
     assert add([np.ones(3, np.float32), np.ones(3, np.float64)], {}, [np.empty(3, np.float32)]) is None  # mixed dtypes
+
+
+def test_causal_mask_kernel_is_the_formula():
+    """keep[b, 0, i, j] = j <= positions[i] and mask[b, j] != 0; additive: 0 / masked."""
+    mask = np.array([[0, 1, 1, 1, 1], [1, 1, 1, 0, 1]], np.int64)  # left padding, a hole
+    pos = np.array([2, 3, 4], np.int64)
+    fn = lookup_kernel("fused.causal_mask").fn
+    keep = fn([mask, pos], {"dtype": "bool"}, None)[0]
+    j, i = np.arange(5)[None, None, None, :], pos[None, None, :, None]
+    want = (j <= i) & (mask != 0)[:, None, None, :]
+    assert keep.shape == (2, 1, 3, 5) and keep.dtype == bool
+    np.testing.assert_array_equal(keep, want)
+    out = np.empty((2, 1, 3, 5), np.float32)
+    add = fn([mask, pos], {"dtype": "f32", "masked": float("-inf")}, [out])[0]
+    assert add is out
+    np.testing.assert_array_equal(add, np.where(want, 0, -np.inf).astype(np.float32))
