@@ -59,6 +59,18 @@ def _plan_rms_norm(inputs, attrs, out):
     ms = np.empty(x.shape[:-1] + (1,), np.float32)
     ms_rows = ms[..., 0]
     inv_d, eps = np.float32(1.0 / max(x.shape[-1], 1)), np.float32(attrs.get("epsilon", 1e-6))
+    if ms.size == 1 and x.flags.c_contiguous:  # one row (a decode step): a dot product, no einsum
+        flat, scale = x.reshape(-1), np.empty((), np.float32)
+
+        def one() -> None:
+            np.dot(flat, flat, out=scale)
+            np.multiply(scale, inv_d, out=scale)
+            np.add(scale, eps, out=scale)
+            np.sqrt(scale, out=scale)
+            np.divide(x, scale, out=o)
+            if w is not None:
+                np.multiply(o, w, out=o)
+        return one
 
     def run() -> None:
         np.einsum("...i,...i->...", x, x, out=ms_rows)

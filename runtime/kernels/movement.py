@@ -202,6 +202,9 @@ def _slice(inputs, attrs, out):
 def _gather(inputs, attrs, out):
     x, idx = inputs
     axis = int(attrs.get("axis", 0)) % x.ndim
+    o = slot(out, 0)
+    if o is not None and o.dtype == x.dtype and o.shape == x.shape[:axis] + idx.shape + x.shape[axis + 1:]:
+        return [np.take(x, idx.astype(np.int64, copy=False), axis=axis, out=o)]
     return [np.take(x, idx.astype(np.int64, copy=False), axis=axis)]
 
 
@@ -286,3 +289,22 @@ def _range(inputs, attrs, out):
     start, limit, delta = (np.asarray(v).reshape(()) for v in inputs)
     n = max(int(np.ceil((float(limit) - float(start)) / float(delta))), 0)
     return [(start + np.arange(n, dtype=start.dtype) * delta).astype(start.dtype)]
+
+
+@planner("Range")
+def _plan_range(inputs, attrs, out):
+    """An integer Range into its view: the bounds are read per call; a length the
+    view does not have is an error (the program's shape says otherwise)."""
+    start, limit, delta = inputs
+    o = out[0]
+    if o.ndim != 1 or o.dtype.kind not in "iu" or any(np.asarray(v).dtype != o.dtype for v in inputs):
+        return None
+    idx = np.arange(o.shape[0], dtype=o.dtype)
+
+    def run() -> None:
+        a, b, d = int(start.reshape(-1)[0]), int(limit.reshape(-1)[0]), int(delta.reshape(-1)[0])
+        if d == 0 or max(-(-(b - a) // d), 0) != o.shape[0]:
+            raise ValueError(f"Range({a}, {b}, {d}) does not have the {o.shape[0]} elements planned")
+        np.multiply(idx, d, out=o)
+        np.add(o, a, out=o)
+    return run
