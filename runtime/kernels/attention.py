@@ -26,7 +26,7 @@ from runtime.kernels.matmul import acc_dtype, scratch
 __all__ = ["attention"]
 
 # scratch keys (distinct within this kernel)
-_SCORES, _ROWMAX, _Q, _K, _V, _OUT = 20, 21, 23, 24, 25, 26
+_SCORES, _ROWMAX, _Q, _K, _V, _OUT, _KEEP = 20, 21, 23, 24, 25, 26, 27
 
 
 def _widened(x: np.ndarray, attrs: dict[str, Any], key: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
@@ -146,18 +146,23 @@ def _attention(inputs, attrs, out):
 
 
 def causal_mask(mask: np.ndarray, positions: np.ndarray, dtype: np.dtype, masked: float,
-                o: np.ndarray | None = None) -> np.ndarray:
+                o: np.ndarray | None = None, attrs: dict[str, Any] | None = None) -> np.ndarray:
     """``keep[b, 0, i, j] = j <= positions[i] and mask[b, j] != 0`` as bool, or for a
     float dtype 0 where kept and `masked` elsewhere."""
     b, t = mask.shape
     s = positions.shape[0]
-    causal = np.less_equal(_arange(t)[None, None, None, :], positions.reshape(1, 1, s, 1))  # [1, 1, S, T]
-    keep = np.logical_and(causal, (mask != 0).reshape(b, 1, 1, t))
+    work = scratch(attrs or {}, _KEEP, (2 * b * s * t + b * t,), np.dtype(bool))
+    causal = work[:s * t].reshape(1, 1, s, t)
+    np.less_equal(_arange(t)[None, None, None, :], positions.reshape(1, 1, s, 1), out=causal)
+    padding = work[s * t:s * t + b * t].reshape(b, 1, 1, t)
+    np.not_equal(mask.reshape(b, 1, 1, t), 0, out=padding)
+    keep = work[s * t + b * t:s * t + b * t + b * s * t].reshape(b, 1, s, t)
+    np.logical_and(causal, padding, out=keep)
     if dtype == bool:
         if o is not None and o.shape == keep.shape and o.dtype == bool:
             np.copyto(o, keep)
             return o
-        return keep
+        return keep.copy()
     if o is None or o.shape != keep.shape or o.dtype != dtype:
         o = np.empty(keep.shape, dtype)
     o.fill(masked)
@@ -165,20 +170,20 @@ def causal_mask(mask: np.ndarray, positions: np.ndarray, dtype: np.dtype, masked
     return o
 
 
-_ARANGES: dict[int, np.ndarray] = {}
+_ARANGE = [np.arange(0, dtype=np.int64)]
 
 
 def _arange(n: int) -> np.ndarray:
-    a = _ARANGES.get(n)
-    if a is None:
-        if len(_ARANGES) > 64:
-            _ARANGES.clear()
-        a = _ARANGES[n] = np.arange(n, dtype=np.int64)
+    """0 .. n-1 as a view of one read-only array that grows by doubling."""
+    a = _ARANGE[0]
+    if a.shape[0] < n:
+        a = np.arange(max(n, 2 * a.shape[0]), dtype=np.int64)
         a.flags.writeable = False
-    return a
+        _ARANGE[0] = a
+    return a[:n]
 
 
-@kernel("fused.causal_mask")
+@kernel("fused.causal_mask", scratch=True)
 def _causal_mask(inputs, attrs, out):
     dt = np.dtype(bool) if attrs.get("dtype", "bool") == "bool" else DType(attrs["dtype"]).numpy
-    return [causal_mask(inputs[0], inputs[1], dt, float(attrs.get("masked", -np.inf)), slot(out, 0))]
+    return [causal_mask(inputs[0], inputs[1], dt, float(attrs.get("masked", -np.inf)), slot(out, 0), attrs)]

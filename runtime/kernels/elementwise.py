@@ -229,7 +229,7 @@ _AS_P = 0.3275911
 _AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
-@kernel("Gelu")
+@kernel("Gelu", scratch=True)
 def _gelu_k(inputs, attrs, out):
     """Gelu in float32 (float16 widened), in place on one temporary, into the arena view.
 
@@ -278,12 +278,19 @@ def _gelu_phi(xs: np.ndarray, approximate: str, t: np.ndarray, z: np.ndarray, u:
     np.add(t, xs > 0, out=t, casting="unsafe")  # Phi(x)
 
 
+def _scratch(attrs: dict[str, Any], shape: tuple[int, ...]) -> np.ndarray:
+    """Float32 work space from the session's scratch (key 33), or a fresh array."""
+    s = attrs.get("_scratch")
+    return np.empty(shape, np.float32) if s is None else s.get(33, shape, np.float32)
+
+
 @planner("Gelu")
 def _plan_gelu(inputs, attrs, out):
     x, o = inputs[0], out[0]
     if x.dtype != np.float32 or o.shape != x.shape or o.dtype != x.dtype:
         return None
-    t, z, u = (np.empty(x.shape, np.float32) for _ in range(3))
+    tzu = _scratch(attrs, (3,) + x.shape)
+    t, z, u = tzu[0], tzu[1], tzu[2]
     approximate = attrs.get("approximate", "none")
 
     def run() -> None:
@@ -412,8 +419,7 @@ for _n, _f2 in BINARY.items():
 
 
 def _plan_binary(name: str, fn: Any):
-    """``fn(a, b, out=o)`` bound, for operands of one dtype (numeric ops) whose broadcast
-    is the result's shape; big broadcasts keep the kernel (`broadcast_ufunc`'s buffer)."""
+    """``fn(a, b, out=o)`` for operands of one dtype broadcasting to the result (big broadcasts: the kernel)."""
     cmp = name in _CMP
 
     def plan(inputs, attrs, out):

@@ -16,7 +16,8 @@ from runtime.kernels.matmul import scratch
 
 __all__ = ["rms_norm", "rotary", "swiglu"]
 
-_ROTARY, _SWIGLU = 30, 31  # the session's scratch buffers (`runtime.kernels.matmul.Scratch`) these use
+# the session's scratch buffers (`runtime.kernels.matmul.Scratch`) these use
+_ROTARY, _SWIGLU, _RMS = 30, 31, 32
 
 
 def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, o: np.ndarray | None = None) -> np.ndarray:
@@ -41,7 +42,7 @@ def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float, o: np.ndarray | No
     return np.multiply(o, w)
 
 
-@kernel("fused.rms_norm")
+@kernel("fused.rms_norm", scratch=True)
 def _rms_norm(inputs, attrs, out):
     x = inputs[0]
     w = inputs[1] if len(inputs) > 1 else None
@@ -56,11 +57,11 @@ def _plan_rms_norm(inputs, attrs, out):
         return None
     if w is not None and (np.ndim(w) > 1 or not _fits(np.asarray(w), x.shape)):
         return None
-    ms = np.empty(x.shape[:-1] + (1,), np.float32)
+    ms = scratch(attrs, _RMS, x.shape[:-1] + (1,), np.float32)
     ms_rows = ms[..., 0]
     inv_d, eps = np.float32(1.0 / max(x.shape[-1], 1)), np.float32(attrs.get("epsilon", 1e-6))
     if ms.size == 1 and x.flags.c_contiguous:  # one row (a decode step): a dot product, no einsum
-        flat, scale = x.reshape(-1), np.empty((), np.float32)
+        flat, scale = x.reshape(-1), ms.reshape(())
 
         def one() -> None:
             np.dot(flat, flat, out=scale)
@@ -135,7 +136,7 @@ def _plan_rotary(inputs, attrs, out):
     else:
         h = x.shape[-1] // 2
         x0, x1, s0, s1, o0, o1 = x[..., :h], x[..., h:], sin[..., :h], sin[..., h:], o[..., :h], o[..., h:]
-    t = np.empty(o0.shape, o.dtype)
+    t = scratch(attrs, _ROTARY, o0.shape, o.dtype)
 
     def run() -> None:
         np.multiply(x, cos, out=o)
@@ -179,7 +180,7 @@ def _plan_swiglu(inputs, attrs, out):
     o = out[0]
     if gate.dtype != np.float32 or o.shape != gate.shape or o.dtype != gate.dtype or not _fits(up, gate.shape):
         return None
-    t = np.empty(gate.shape, np.float32)
+    t = scratch(attrs, _SWIGLU, gate.shape, np.float32)
     cap, one = np.float32(80), np.float32(1)
 
     def run() -> None:

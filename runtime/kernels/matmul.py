@@ -47,7 +47,10 @@ class Scratch:
         nbytes = math.prod(shape) * dtype.itemsize
         buf = self._bufs.get(key)
         if buf is None or buf.size < nbytes:
-            buf = self._bufs[key] = np.empty(max(nbytes, 64), dtype=np.uint8)
+            # grown by half at least: a buffer that tracks a growing length (a decode step's
+            # attention scores, one key more each step) is reallocated O(log L) times, not every step
+            grow = 0 if buf is None else buf.size + buf.size // 2
+            buf = self._bufs[key] = np.empty(max(nbytes, grow, 64), dtype=np.uint8)
         return buf[:nbytes].view(dtype).reshape(shape)
 
     @property
@@ -188,7 +191,7 @@ def _plan_matmul(inputs, attrs, out):
     if vec is not None:
         if b.shape[0] <= GEMV_BLOCK:
             return partial(np.einsum, "k,kn->n", vec[0], b, out=vec[1])
-        return partial(gemv, vec[0], b, vec[1], np.empty(b.shape[1], np.float32))
+        return partial(gemv, vec[0], b, vec[1], scratch(attrs, 37, (b.shape[1],), np.float32))
     return partial(np.matmul, a, b, out=o)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 from ir.geometry import window_out
 from runtime.kernels import kernel, planner, slot
 from runtime.kernels.conv import conv_pads
+from runtime.kernels.matmul import scratch
 
 __all__ = ["pool", "reduce_axes"]
 
@@ -164,7 +165,7 @@ def _instnorm(inputs, attrs, out):
     return [r.astype(x.dtype, copy=False)]
 
 
-@kernel("LayerNormalization")
+@kernel("LayerNormalization", scratch=True)
 def _layernorm(inputs, attrs, out):
     """Normalized over axes [axis, rank) as rows: statistics in float32 (stash_type 1), the
     centred rows computed straight into the arena view and scaled there; the only
@@ -198,6 +199,9 @@ def _layernorm(inputs, attrs, out):
     return [y, mean.reshape(stat_shape), inv.reshape(stat_shape)]
 
 
+_LN_STATS = 36  # the session scratch buffer of the planned LayerNormalization
+
+
 @planner("LayerNormalization")
 def _plan_layernorm(inputs, attrs, out):
     """The float32 single-result case of `_layernorm`, its row statistics allocated once."""
@@ -213,7 +217,7 @@ def _plan_layernorm(inputs, attrs, out):
     if n == 0:
         return None
     rows, orows = x.reshape(-1, n), o.reshape(-1, n)
-    stats = np.empty((2, rows.shape[0], 1), np.float32)
+    stats = scratch(attrs, _LN_STATS, (2, rows.shape[0], 1), np.float32)
     mean, inv = stats[0], stats[1]
     inv_rows = inv[:, 0]
     inv_n, eps = np.float32(1 / n), np.float32(attrs.get("epsilon", 1e-5))
