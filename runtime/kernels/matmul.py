@@ -74,13 +74,13 @@ def acc_dtype(dt: np.dtype) -> np.dtype:
 
 # A vector times a weight (a decode step's projections): numpy's einsum streams the weight
 # row by row (out += x[k] * W[k, :]) at the memory's bandwidth, where BLAS's gemv for
-# N <= 1024 reached about 60% of it (1408x512 f32, cold: 119 us against 188; 512x512: 41
-# against 69); for wide N (8192) the accumulating row leaves L1 and BLAS wins.  Small
-# products stay with BLAS too (call overhead).  The rows go in blocks of GEMV_BLOCK whose
-# partial sums are added: one sequential sum over K = 9216 had 4x BLAS's error; blocks of
-# 256 have 0.3-2.6x BLAS's (at most ~1e-6 of the largest output against float64), for
-# about 5-10% of the einsum's speed.
-GEMV_MAX_N = 4096
+# N <= 1024 reached about 60% of it (cold, f32: 1408x512 119 us against 188, 512x512 41
+# against 69, 512x3072 199 against 237); from N = 3584 (14 KB accumulating rows) BLAS
+# wins.  Small products stay with BLAS too (call overhead).  The rows go in blocks of
+# GEMV_BLOCK whose partial sums are added: one sequential sum over K = 9216 had 4x BLAS's
+# error; blocks of 256 have 0.3-2.6x BLAS's (at most ~1e-6 of the largest output against
+# float64), for about 5-10% of the einsum's speed.
+GEMV_MAX_N = 3072
 GEMV_MIN_ELEMENTS = 1 << 15
 GEMV_BLOCK = 256
 
