@@ -198,12 +198,9 @@ def fuse_causal_mask(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
         if pos is None:
             continue
         attrs = {"dtype": root.result.type.dtype.value, "masked": add[1]} if add else {}
-        new = rw.add_op("fused.causal_mask", [m, pos], {**attrs, "name": root.attrs.get("name", root.result.name)},
-                        before=root)
-        if new.result.type != root.result.type:
-            rw.erase(new)
+        if not rw.replace_with(root, "fused.causal_mask", [m, pos],
+                               {**attrs, "name": root.attrs.get("name", root.result.name)}):
             return False
-        rw.replace_op(root, [new.result], inherit_names=True)
         ctx.count("fusion", "causal_mask")
         return True
     return False

@@ -120,6 +120,16 @@ class Rewriter:
     def set_operand(self, op: Op, i: int, v: Value | None) -> None:
         op.set_operand(i, v)
 
+    def replace_with(self, op: Op, kind: str, operands: Sequence[Value | None], attrs: dict | None = None) -> bool:
+        """Replace single-result `op` by a new `kind` op (inserted before it, inheriting its
+        result's name) when the new op infers `op`'s result type; else leave the graph as it was."""
+        new = self.add_op(kind, operands, attrs, before=op)
+        if new.result.type != op.result.type:  # not the same computation (e.g. a broadcast changed the shape)
+            self.erase(new)
+            return False
+        self.replace_op(op, [new.result], inherit_names=True)
+        return True
+
     def rename(self, v: Value, name: str) -> None:
         self.graph.rename(v, name)
 

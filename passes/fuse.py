@@ -110,11 +110,8 @@ def _plain_gemm(gemm: Op) -> bool:
 
 
 def _fuse(rw: Rewriter, last: Op, kind: str, operands: list, attrs: dict, ctx: PassContext, key: str) -> bool:
-    new = rw.add_op(kind, operands, attrs, before=last)
-    if new.result.type != last.result.type:  # broadcasting changed the shape: not the same computation
-        rw.erase(new)
+    if not rw.replace_with(last, kind, operands, attrs):  # broadcasting changed the shape: not the same computation
         return False
-    rw.replace_op(last, [new.result], inherit_names=True)
     ctx.count("fusion", key)
     return True
 

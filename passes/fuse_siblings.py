@@ -20,7 +20,7 @@ their operand 1 is a constant 2-D weight of the same K and dtype, and no result
 is a graph output.  The fused op takes the first sibling's place in the graph
 (every sibling's users come after it).
 
-Statistics: ``fuse_siblings.groups``, ``fuse_siblings.matmuls``.
+Statistics: ``fusion.sibling_matmuls`` (MatMuls merged into another).
 """
 
 from __future__ import annotations
@@ -84,8 +84,7 @@ def _fuse(rw: Rewriter, x: Value, group: list[tuple[Op, np.ndarray]], ctx: PassC
         rw.replace_op(op, [part], inherit_names=True)
         if not old_w.uses and old_w.producer is not None and not rw.is_output(old_w):
             rw.erase(old_w.producer)  # the weight lives on in the concatenation only
-    ctx.count("fuse_siblings", "groups")
-    ctx.count("fuse_siblings", "matmuls", len(group))
+    ctx.count("fusion", "sibling_matmuls", len(group))  # MatMuls merged (the report's fusion section)
 
 
 @register

@@ -46,12 +46,9 @@ def to_kv_append(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     if (id(past) not in inputs or isinstance(past.type.shape[axis], int) or len(past.uses) != 1
             or dim_bound(op.result.type.shape[axis], ranges) is None):
         return False
-    new_op = rw.add_op("kv.append", [past, new], {"axis": axis, **{k: v for k, v in op.attrs.items() if k == "name"}},
-                       before=op)
-    if new_op.result.type != op.result.type:
-        rw.erase(new_op)
+    if not rw.replace_with(op, "kv.append", [past, new], {"axis": axis, **{k: v for k, v in op.attrs.items()
+                                                                           if k == "name"}}):
         return False
-    rw.replace_op(op, [new_op.result], inherit_names=True)
     ctx.count("kv_cache", "layers")
     return True
 

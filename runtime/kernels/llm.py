@@ -9,6 +9,8 @@ session's scratch, never float64, so a decode step allocates next to nothing.
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from runtime.kernels import kernel, planner, slot
@@ -61,24 +63,17 @@ def _plan_rms_norm(inputs, attrs, out):
     ms_rows = ms[..., 0]
     inv_d, eps = np.float32(1.0 / max(x.shape[-1], 1)), np.float32(attrs.get("epsilon", 1e-6))
     if ms.size == 1 and x.flags.c_contiguous:  # one row (a decode step): a dot product, no einsum
-        flat, scale = x.reshape(-1), ms.reshape(())
-
-        def one() -> None:
-            np.dot(flat, flat, out=scale)
-            np.multiply(scale, inv_d, out=scale)
-            np.add(scale, eps, out=scale)
-            np.sqrt(scale, out=scale)
-            np.divide(x, scale, out=o)
-            if w is not None:
-                np.multiply(o, w, out=o)
-        return one
+        flat, den = x.reshape(-1), ms.reshape(())
+        square_sum = partial(np.dot, flat, flat, out=den)
+    else:
+        den, square_sum = ms, partial(np.einsum, "...i,...i->...", x, x, out=ms_rows)
 
     def run() -> None:
-        np.einsum("...i,...i->...", x, x, out=ms_rows)
-        np.multiply(ms, inv_d, out=ms)
-        np.add(ms, eps, out=ms)
-        np.sqrt(ms, out=ms)
-        np.divide(x, ms, out=o)
+        square_sum()
+        np.multiply(den, inv_d, out=den)
+        np.add(den, eps, out=den)
+        np.sqrt(den, out=den)
+        np.divide(x, den, out=o)
         if w is not None:
             np.multiply(o, w, out=o)
     return run
