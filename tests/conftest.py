@@ -147,3 +147,16 @@ def pytest_collect_file(parent, file_path: Path):
     if file_path.suffix == ".ir" and "passes" in file_path.parts:
         return IrFile.from_parent(parent, path=file_path)
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporaries_in_pytest_tmp(tmp_path_factory):
+    """Temporaries the code under test makes with `tempfile` (a failing pass's IR dump,
+    an executable written before its rename) land in pytest's temp tree, which pytest
+    prunes, instead of piling up in the system's /tmp."""
+    import tempfile
+
+    old = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tempfile"))
+    yield
+    tempfile.tempdir = old
