@@ -64,6 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
     a("--calibration_data", default=None, help=".npz (one array per input, samples first) or a directory of .npy/.bin")
     a("--calibration_method", default="percentile", help="max | percentile | entropy")
     a("--calibration_percentile", type=float, default=99.9)
+    a("--quant_type", default=None, choices=["W8A8", "W8A16", "W4A16"],
+      help="W8A16 / W4A16: weight-only INT8 / INT4 (group-wise scales along K, activations in float); "
+           "W8A8: the calibrated INT8 path (= --precision_mode=allow_quantize)")
+    a("--weight_group_size", type=int, default=128, help="weights per scale along K for W8A16/W4A16 (32, 64, 128)")
+    a("--weight_rounding", default="rtn", choices=["rtn", "gptq"], help="round to nearest, or GPTQ's error feedback")
+    a("--weight_symmetric", default="true", choices=["true", "false"],
+      help="true: zero point 0 per group (default); false: a zero point per group")
+    a("--kv_cache_dtype", default=None, choices=["fp32", "fp16", "int8"],
+      help="the KV cache's storage: the model's dtype (default), fp16, or int8 with a scale per token and head")
+    a("--compress_kv_cache", default="false", choices=["true", "false"], help="true: --kv_cache_dtype=int8")
     a("--keep_dtype", default=None, help="file listing op names or OpType::X kept in original precision")
     a("--accuracy_report", default=None, help="write the INT8 accuracy report (JSON) here")
     a("--op_select_implmode", default="high_performance", choices=["high_performance", "high_precision"])
@@ -149,6 +159,11 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
         keep_dtype=args.keep_dtype,
         op_select_implmode=args.op_select_implmode,
         op_engine=args.op_engine,
+        quant_type=args.quant_type,
+        weight_group_size=args.weight_group_size,
+        weight_rounding=args.weight_rounding,
+        weight_symmetric=args.weight_symmetric == "true",
+        kv_cache_dtype="int8" if args.compress_kv_cache == "true" else args.kv_cache_dtype,
     )
 
 

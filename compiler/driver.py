@@ -63,6 +63,13 @@ class CompileOptions:
     keep_dtype: str | None = None
     op_select_implmode: str = "high_performance"
     op_engine: str | None = None  # "Softmax=aicpu,MatMul=vector"
+    # weight-only quantization (``--quant_type``): W8A16 | W4A16; W8A8 means precision_mode=allow_quantize
+    quant_type: str | None = None
+    weight_group_size: int = 128  # --weight_group_size: 32 | 64 | 128 (any even size works)
+    weight_rounding: str = "rtn"  # --weight_rounding: rtn | gptq
+    weight_symmetric: bool = True  # --weight_symmetric=false: a zero point per group
+    kv_cache_dtype: str | None = None  # --kv_cache_dtype: fp16 | int8 (--compress_kv_cache=true: int8)
+    weights_meta_only: bool = False  # plan without reading weight bytes (precheck of a never-filled model)
     # the older spelling of the fields above as a dict ({"progress": False}); each key must be a field
     extra: InitVar[Mapping[str, Any] | None] = None
 
@@ -90,6 +97,14 @@ class CompileOptions:
         return PassOptions(**{n: getattr(self, n) for n in PassOptions.names() if n in mine}, **given)
 
     def check(self) -> None:
+        if self.quant_type == "W8A8":  # the calibrated INT8 path under the name the LLM tools use
+            self.quant_type, self.precision_mode = None, "allow_quantize"
+        if self.quant_type is not None and self.quant_type not in ("W8A16", "W4A16"):
+            raise UsageError(f"unknown --quant_type={self.quant_type}; choose W8A8, W8A16 or W4A16")
+        if self.kv_cache_dtype == "fp32":
+            self.kv_cache_dtype = None
+        if self.quant_type and self.weight_rounding == "gptq" and not self.calibration_data:
+            raise UsageError("--weight_rounding=gptq measures the layers' inputs: give --calibration_data")
         if self.precision_mode not in PRECISION_MODES:
             raise UsageError(
                 f"unknown --precision_mode={self.precision_mode}; choose one of {', '.join(PRECISION_MODES)}"
@@ -181,14 +196,14 @@ def run_passes(g: Graph, opts: CompileOptions, soc: Any, model: Any = None) -> t
     from passes.base import PassContext
 
     calibrator = None
-    if opts.precision_mode == "allow_quantize":
+    if opts.precision_mode == "allow_quantize" or (opts.quant_type and opts.weight_rounding == "gptq"):
         from compiler.calibration import compile_calibrator
 
         calibrator = compile_calibrator(g, opts)  # --calibration_data's errors come before any pass runs
     ctx = PassContext(soc=soc, options=opts.pass_options(calibrator=calibrator))
     if calibrator is not None:
         ctx.count("quantization", "samples", calibrator.samples)
-    pipeline = opts.passes if opts.passes is not None else default_pipeline(opts.precision_mode)
+    pipeline = opts.passes if opts.passes is not None else default_pipeline(opts.precision_mode, opts.quant_type)
     results = run_pipeline(g, pipeline, ctx, verify_each=opts.verify_each, dump_dir=opts.dump_ir,
                            timing=opts.pass_timing)
     return results, ctx.stats

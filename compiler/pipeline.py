@@ -39,14 +39,17 @@ DEFAULT_PIPELINES: dict[str, str] = {
 PRECISION_MODES = tuple(DEFAULT_PIPELINES)
 
 
-def default_pipeline(precision_mode: str = "force_fp32") -> str:
-    """The default pipeline for `precision_mode`.  Every pass in it is registered
-    (a test checks it); one that is not is a bug, reported as an internal error."""
+def default_pipeline(precision_mode: str = "force_fp32", quant_type: str | None = None) -> str:
+    """The default pipeline for `precision_mode`; a weight-only `quant_type` (W8A16,
+    W4A16) adds ``quantize-weights`` after the fusions, before tiling.  Every pass in it
+    is registered (a test checks it); one that is not is a bug, reported as an internal error."""
     from ir.errors import InternalError, UsageError
 
     if precision_mode not in DEFAULT_PIPELINES:
         raise UsageError(f"unknown --precision_mode {precision_mode!r}; supported: {', '.join(PRECISION_MODES)}")
     text = DEFAULT_PIPELINES[precision_mode]
+    if quant_type in ("W8A16", "W4A16"):
+        text = text.replace("fuse-siblings,", "fuse-siblings,quantize-weights,")
     missing = [item for item in split_pipeline(text) if item.partition("{")[0].strip() not in PASSES]
     if missing:
         raise InternalError(f"the default {precision_mode} pipeline names unregistered passes: {', '.join(missing)}")

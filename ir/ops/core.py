@@ -30,6 +30,7 @@ from ir.registry import (
     CUBE_OR_VECTOR,
     FP16_SAFE,
     HOMOGENEOUS,
+    INDEXED_READ,
     MOVES_DATA,
     VECTOR_ONLY,
     VIEW,
@@ -407,8 +408,8 @@ def _gather(op: Op) -> list[TensorType]:
     return [x.with_shape(x.shape[:a] + idx.shape + x.shape[a + 1:])]
 
 
-define("Gather", engines=VECTOR_ONLY, operands=2, infer=_gather, attrs={"axis": _i(0)})
-define("GatherElements", engines=VECTOR_ONLY, operands=2, attrs={"axis": _i(0)},
+define("Gather", engines=VECTOR_ONLY, operands=2, infer=_gather, attrs={"axis": _i(0)}, traits={INDEXED_READ})
+define("GatherElements", engines=VECTOR_ONLY, operands=2, attrs={"axis": _i(0)}, traits={INDEXED_READ},
        infer=lambda op: [operand_type(op, 0).with_shape(operand_type(op, 1).shape)])
 
 

@@ -14,7 +14,7 @@ import math
 from ir.core import Op
 from ir.ops._infer import broadcast, const_operand, norm_axis, operand_type, same_as, trusted
 from ir.ops.shape import shape_operand
-from ir.registry import SHAPE_FROM_DATA, Attr, TypeInferenceError, define
+from ir.registry import INDEXED_READ, SHAPE_FROM_DATA, Attr, TypeInferenceError, define
 from ir.symbolic import UNKNOWN, dim_mul
 from ir.types import Dim, DType, TensorType
 
@@ -82,7 +82,7 @@ def _gather_nd(op: Op) -> list[TensorType]:
     return [data.with_shape(idx.shape[:-1] + data.shape[b + last:])]
 
 
-define("GatherND", operands=2, infer=_gather_nd, attrs={"batch_dims": _i(0)})
+define("GatherND", operands=2, infer=_gather_nd, attrs={"batch_dims": _i(0)}, traits={INDEXED_READ})
 
 
 def _depth_to_space(op: Op) -> list[TensorType]:

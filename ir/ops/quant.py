@@ -33,10 +33,11 @@ when the consumer is itself quantized):
 from __future__ import annotations
 
 from ir.core import Op
-from ir.gemm import conv_gemm, matmul_gemm
+from ir.gemm import Gemm, conv_gemm, matmul_gemm
 from ir.ops._infer import operand_type
 from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
 from ir.registry import CUBE_ONLY, ELEMENTWISE, UNARY, VECTOR_ONLY, Attr, TypeInferenceError, define
+from ir.symbolic import dim_prod
 from ir.types import DType, TensorType
 
 __all__ = ["INT_CUBE_KINDS", "QMAX"]
@@ -94,3 +95,36 @@ define("quant.matmul", operands=4, infer=_qmatmul, attrs=EPILOGUE, engines=CUBE_
        doc="int8 x int8 -> int32 MatMul (+ int32 bias) with a dequantize/requantize epilogue.")
 define("quant.conv", operands=4, infer=_qconv, attrs={**CONV_ATTRS, **EPILOGUE}, engines=CUBE_ONLY, gemm=conv_gemm,
        doc="int8 Conv as implicit GEMM, int32 accumulation, dequantize/requantize epilogue.")
+
+
+def _nbits(op: Op) -> list[TensorType]:
+    x, qw, s = (operand_type(op, i) for i in range(3))
+    bits, g, k, n = (int(op.attrs[a]) for a in ("bits", "group_size", "k", "n"))
+    if bits not in (4, 8) or g < 2 or g % 2:
+        raise TypeInferenceError(f"quant.matmul_nbits: bits must be 4 or 8 and group_size even, got {bits}, {g}")
+    g_count = -(-k // g)
+    want = (g_count, g // 2 if bits == 4 else g, n)
+    if qw.shape != want or qw.dtype not in (DType.i8, DType.u8) or s.shape != (g_count, n):
+        raise TypeInferenceError(f"quant.matmul_nbits: weight {qw} / scales {s} do not match bits={bits}, "
+                                 f"group_size={g}, k={k}, n={n} (weight {list(want)}, scales [{g_count}, {n}])")
+    if not x.dtype.is_float or x.rank < 1 or x.shape[-1] != k:
+        raise TypeInferenceError(f"quant.matmul_nbits: the input {x} must be float with last dim {k}")
+    return [x.with_shape(x.shape[:-1] + (n,))]
+
+
+def nbits_gemm(op: Op) -> Gemm | None:
+    """The float product it stands for: ``[.., M, K] x [K, N]``, the weight read in its stored bytes."""
+    x = op.operands[0].type if op.operands and op.operands[0] is not None else None
+    if x is None or x.rank < 1:
+        return None
+    m = x.shape[-2] if x.rank >= 2 else 1
+    return Gemm("matmul", dim_prod(list(x.shape[:-2])) if x.rank > 2 else 1, m, int(op.attrs["k"]),
+                int(op.attrs["n"]), x.dtype)
+
+
+define("quant.matmul_nbits", operands=(3, 4), infer=_nbits, engines=CUBE_ONLY, gemm=nbits_gemm,
+       attrs={"bits": Attr("int", required=True), "group_size": Attr("int", required=True),
+              "k": Attr("int", required=True), "n": Attr("int", required=True)},
+       origin="MatMul", label="matmul (weights int4/int8)",
+       doc="x @ W with W stored group-wise in 8 or 4 bits (see `runtime.kernels.nbits`): "
+           "(x, qweight [G, g or g/2, N], scales [G, N], zeros [G, N]?) -> [..., N].")

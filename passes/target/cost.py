@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ir.core import Op, Value
 from ir.gemm import Gemm, dim_value
-from ir.registry import ENGINES, HOST, VIEW, gemm_dims, lookup
+from ir.registry import ENGINES, HOST, INDEXED_READ, VIEW, gemm_dims, lookup
 from ir.symbolic import dim_bound, parse_ranges
 from ir.types import DType, TensorType
 from passes.target.soc import Soc
@@ -81,7 +81,11 @@ def _numel(t: TensorType | None, r: Ranges) -> int:
 
 
 def _io_bytes(op: Op, r: Ranges) -> int:
-    return sum(_nbytes(_type(v), r) for v in op.operands) + sum(_nbytes(x.type, r) for x in op.results)
+    results = sum(_nbytes(x.type, r) for x in op.results)
+    d = lookup(op.kind)
+    if d is not None and d.has(INDEXED_READ):  # the picked elements, not the whole table (an embedding row)
+        return 2 * results + sum(_nbytes(_type(v), r) for v in op.operands[1:])
+    return sum(_nbytes(_type(v), r) for v in op.operands) + results
 
 
 @dataclass(frozen=True)
@@ -133,7 +137,9 @@ def _vector_work(op: Op, soc: Soc, r: Ranges) -> float:
     g = gemm_dims(op)
     if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency (+ attention's softmax)
         return math.prod(_num(d, r) for d in (g.batch, *g.dims)) / soc.vector_matmul_efficiency + _vector_elements(g, r)
-    return max([_numel(_type(v), r) for v in op.operands] + [_numel(x.type, r) for x in op.results] + [1])
+    d = lookup(op.kind)
+    ops = op.operands[1:] if d is not None and d.has(INDEXED_READ) else op.operands
+    return max([_numel(_type(v), r) for v in ops] + [_numel(x.type, r) for x in op.results] + [1])
 
 
 def _vector_compute(op: Op, soc: Soc, r: Ranges) -> float:

@@ -52,6 +52,12 @@ FLAG_TESTS = {
     "--pass_timing": "test_cli::test_dump_ir_and_pass_timing",
     "--verify_each": "test_flags::test_verify_each",
     "--report": "test_cli::test_compile_writes_om_and_report",
+    "--quant_type": "test_flags::test_quant_type_and_weight_flags",
+    "--weight_group_size": "test_flags::test_quant_type_and_weight_flags",
+    "--weight_symmetric": "test_flags::test_quant_type_and_weight_flags",
+    "--weight_rounding": "test_flags::test_weight_rounding",
+    "--kv_cache_dtype": "test_flags::test_kv_cache_dtype_flags",
+    "--compress_kv_cache": "test_flags::test_kv_cache_dtype_flags",
     "--om": "test_cli::test_mode_json_and_summary",
     "--json": "test_cli::test_mode_json_and_summary",
 }
@@ -317,3 +323,44 @@ def test_gear_flags(tmp_path, capsys) -> None:
     capsys.readouterr()
     assert _compile(m, tmp_path / "bad", "--input_shape=x:-1,4,8")[0] == 2
     assert "-1 needs one of" in capsys.readouterr().err
+
+
+def _nbits_steps(om: Path) -> list[dict]:
+    return [s for s in load_executable(str(om)).to_json()["program"]["steps"] if s["kernel"] == "quant.matmul_nbits"]
+
+
+def test_quant_type_and_weight_flags(model, calib, tmp_path) -> None:
+    """W8A16 / W4A16 turn tiny_cnn's classifier into quant.matmul_nbits with the bits, group
+    size and zero points asked for; W8A8 is the calibrated INT8 path."""
+    runs = {"w8": (["--quant_type=W8A16"], 8, 3), "w4g16": (["--quant_type=W4A16", "--weight_group_size=16"], 4, 3),
+            "w4asym": (["--quant_type=W4A16", "--weight_symmetric=false"], 4, 4)}
+    for name, (flags, bits, operands) in runs.items():
+        code, _ = _compile(model, tmp_path / name, *flags)
+        steps = _nbits_steps(tmp_path / f"{name}.om")
+        assert code == 0 and steps, name
+        assert {s["attrs"]["bits"] for s in steps} == {bits} and {len(s["inputs"]) for s in steps} == {operands}
+    assert {s["attrs"]["group_size"] for s in _nbits_steps(tmp_path / "w4g16.om")} <= {16}
+    code, report = _compile(model, tmp_path / "w8a8", "--quant_type=W8A8", f"--calibration_data={calib}")
+    assert code == 0 and report["precision_mode"] == "allow_quantize" and report["quantization"]["quantized_ops"] > 0
+    assert not _nbits_steps(tmp_path / "w8a8.om")
+
+
+def test_weight_rounding(model, calib, tmp_path, capsys) -> None:
+    assert _compile(model, tmp_path / "x", "--quant_type=W4A16", "--weight_rounding=gptq")[0] == 2
+    assert "--calibration_data" in capsys.readouterr().err
+    rtn = _compile(model, tmp_path / "rtn", "--quant_type=W4A16")[0]
+    gptq = _compile(model, tmp_path / "gptq", "--quant_type=W4A16", "--weight_rounding=gptq",
+                    f"--calibration_data={calib}")[0]
+    assert rtn == gptq == 0
+    assert (tmp_path / "rtn.om").read_bytes() != (tmp_path / "gptq.om").read_bytes()  # other codes
+
+
+def test_kv_cache_dtype_flags() -> None:
+    from compiler.cli import _compile_options
+
+    parser = build_parser()
+    for flags, want in (([], None), (["--kv_cache_dtype=fp16"], "fp16"), (["--kv_cache_dtype=int8"], "int8"),
+                        (["--compress_kv_cache=true"], "int8"), (["--compress_kv_cache=false", "--kv_cache_dtype=fp16"], "fp16")):
+        args = parser.parse_args(["--model=" + str(EXAMPLE / "tiny_cnn.onnx"), "--soc_version=Ascend310P3", *flags])
+        opts = _compile_options(args)
+        assert opts.kv_cache_dtype == want and opts.pass_options().kv_cache_dtype == want, flags
