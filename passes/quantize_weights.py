@@ -13,6 +13,9 @@ the float32 bytes, 8 bits 0.258x.
     %y = quant.matmul_nbits(%x, %w_q4, %w_scale) {bits = 4, group_size = 128, k = 512, n = 1408}
        : (tensor<1x"S"x512xf32>, tensor<4x64x1408xu8>, tensor<4x1408xf32>) -> tensor<1x"S"x1408xf32>
 
+An embedding ``Gather`` (rows of a constant table ``[V, D]``) is stored the same way in
+groups along D, transposed (``quant.gather_nbits``): a run dequantizes the rows it picks.
+
 Rounding: ``rtn`` (round to nearest) or ``gptq`` — GPTQ's column-by-column error
 feedback with the inputs' ``H = Σ x xᵀ`` measured on the calibration samples (one
 sweep of the float graph; each group's scale fixed from its weights as the sweep
@@ -21,8 +24,8 @@ the product.  Ops named in ``keep_dtype`` stay float.  With ``weights_meta_only`
 (a plan of a model whose weights were never loaded) the stored arrays are
 placeholders of the right shapes and dtypes that read no weight byte.
 
-Statistics: ``quantization.weight_only_ops``, ``quantization.weight_bytes_float``,
-``quantization.weight_bytes_quantized``.
+Statistics: ``quantization.weight_only_ops``, ``quantization.weight_only_tables``,
+``quantization.weight_bytes_float``, ``quantization.weight_bytes_quantized``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,18 @@ from runtime.kernels.nbits import pack_int4, quantize_groups
 __all__ = ["QuantizeWeights", "gptq_groups"]
 
 _KINDS = ("MatMul", "fused.matmul_add")
+
+
+def _tables(graph: Graph, keep: set[str]) -> list[tuple[Op, np.ndarray]]:
+    """Gathers of rows out of a constant 2-D float table (embeddings)."""
+    out = []
+    for op in graph.ops:
+        if op.kind != "Gather" or int(op.attrs.get("axis", 0)) != 0 or kept(op, keep):
+            continue
+        t = const_of(op.operands[0])
+        if t is not None and t.ndim == 2 and t.dtype == np.float32 and t.shape[1] >= 2:
+            out.append((op, t))
+    return out
 
 
 def _candidates(graph: Graph, keep: set[str]) -> list[tuple[Op, np.ndarray]]:
@@ -108,6 +123,7 @@ class QuantizeWeights(Pass):
     group_size: int = 0  # 0: weight_group_size
     rounding: str = ""  # "": weight_rounding
     symmetric: int = -1  # -1: weight_symmetric
+    tables: int = 1  # embedding Gathers too
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         o = ctx.options
@@ -121,8 +137,39 @@ class QuantizeWeights(Pass):
         hessians = self._hessians(graph, todo, ctx) if rounding == "gptq" and not o.weights_meta_only else {}
         for op, w in todo:
             self._rewrite(graph, op, w, bits, group, sym, hessians.get(op.operands[0].name), ctx)
+        tables = _tables(graph, parse_keep_dtype(o.keep_dtype)) if self.tables else []
+        for op, t in tables:
+            self._rewrite_table(graph, op, t, bits, group, sym, ctx)
         graph.erase_dead()
-        return bool(todo)
+        return bool(todo or tables)
+
+    def _stored(self, w: np.ndarray, bits: int, group: int, sym: bool, meta: bool, h: np.ndarray | None = None):
+        """(qweight, scales, zeros | None) of `w` [K, N] in groups along K (placeholders when `meta`)."""
+        k, n = w.shape
+        g_count = -(-k // group)
+        if meta:  # shapes and bytes only: no weight byte is read
+            dt = np.uint8 if bits == 4 or not sym else np.int8
+            qw = np.broadcast_to(np.zeros((), dt), (g_count, group // 2 if bits == 4 else group, n))
+            s = np.broadcast_to(np.ones((), np.float32), (g_count, n))
+            return qw, s, (None if sym else s)
+        codes, s, z = gptq_groups(w, h, bits, group, sym) if h is not None else quantize_groups(w, bits, group, sym)
+        return (pack_int4(codes, sym) if bits == 4 else codes), s, z
+
+    def _rewrite_table(self, graph: Graph, op: Op, t: np.ndarray, bits: int, group: int, sym: bool,
+                       ctx: PassContext) -> None:
+        d = t.shape[1]
+        group = min(group, d + d % 2)
+        qw, s, z = self._stored(t.T, bits, group, sym, ctx.options.weights_meta_only)  # groups along D
+        base = op.operands[0].name
+        operands = [op.operands[1], graph.const(qw, f"{base}_q{bits}"), graph.const(s, f"{base}_scale")]
+        if z is not None:
+            operands.append(graph.const(z, f"{base}_zero"))
+        attrs = {"bits": bits, "group_size": group, "d": d, **({"name": op.attrs["name"]} if "name" in op.attrs else {})}
+        new = graph.add_op("quant.gather_nbits", operands, attrs, before=op)
+        replace_op(graph, op, [new.result], inherit_names=True)
+        ctx.count("quantization", "weight_only_tables")
+        ctx.count("quantization", "weight_bytes_float", int(t.nbytes))
+        ctx.count("quantization", "weight_bytes_quantized", int(qw.nbytes + s.nbytes + (z.nbytes if z is not None else 0)))
 
     def _hessians(self, graph: Graph, todo: list[tuple[Op, np.ndarray]], ctx: PassContext) -> dict:
         cal = ctx.options.calibrator
@@ -142,17 +189,8 @@ class QuantizeWeights(Pass):
                  h: np.ndarray | None, ctx: PassContext) -> None:
         k, n = w.shape
         group = min(group, k + k % 2)  # a weight shorter than a group is one group (no zero padding)
-        g_count = -(-k // group)
         base = op.operands[1].name
-        if ctx.options.weights_meta_only:  # shapes and bytes only: no weight byte is read
-            rows = group // 2 if bits == 4 else group
-            dt = np.uint8 if bits == 4 or not sym else np.int8
-            qw = np.broadcast_to(np.zeros((), dt), (g_count, rows, n))
-            s = np.broadcast_to(np.ones((), np.float32), (g_count, n))
-            z = None if sym else s
-        else:
-            codes, s, z = gptq_groups(w, h, bits, group, sym) if h is not None else quantize_groups(w, bits, group, sym)
-            qw = pack_int4(codes, sym) if bits == 4 else codes
+        qw, s, z = self._stored(w, bits, group, sym, ctx.options.weights_meta_only, h)
         operands = [op.operands[0], graph.const(qw, f"{base}_q{bits}"), graph.const(s, f"{base}_scale")]
         if z is not None:
             operands.append(graph.const(z, f"{base}_zero"))

@@ -128,3 +128,22 @@ define("quant.matmul_nbits", operands=(3, 4), infer=_nbits, engines=CUBE_ONLY, g
        origin="MatMul", label="matmul (weights int4/int8)",
        doc="x @ W with W stored group-wise in 8 or 4 bits (see `runtime.kernels.nbits`): "
            "(x, qweight [G, g or g/2, N], scales [G, N], zeros [G, N]?) -> [..., N].")
+
+
+def _gather_nbits(op: Op) -> list[TensorType]:
+    idx, qw, s = (operand_type(op, i) for i in range(3))
+    bits, g, d = (int(op.attrs[a]) for a in ("bits", "group_size", "d"))
+    g_count = -(-d // g)
+    if bits not in (4, 8) or not idx.dtype.is_int or qw.rank != 3 or qw.shape[:2] != (g_count, g // 2 if bits == 4 else g):
+        raise TypeInferenceError(f"quant.gather_nbits: weight {qw} does not match bits={bits}, group_size={g}, d={d}")
+    if s.shape != (g_count, qw.shape[2]):
+        raise TypeInferenceError(f"quant.gather_nbits: scales {s} do not match the weight {qw}")
+    return [TensorType(DType(op.attrs.get("dtype", "f32")), tuple(idx.shape) + (d,))]
+
+
+define("quant.gather_nbits", operands=(3, 4), infer=_gather_nbits, engines=VECTOR_ONLY,
+       attrs={"bits": Attr("int", required=True), "group_size": Attr("int", required=True),
+              "d": Attr("int", required=True), "dtype": Attr("str", "f32")},
+       origin="Gather", label="gather (table int4/int8)",
+       doc="Rows of an embedding table [V, D] stored group-wise along D, transposed ([G, g or g/2, V], "
+           "`runtime.kernels.nbits`): (indices, qweight, scales [G, V], zeros?) -> [*indices, D].")

@@ -32,10 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from ir.types import DType
 from runtime.kernels import kernel, planner, slot
 from runtime.kernels.matmul import scratch
 
-__all__ = ["TILE_ROWS", "dequantize_groups", "nbits_matmul", "pack_int4", "quantize_groups", "unpack_int4"]
+__all__ = ["TILE_ROWS", "dequantize_groups", "nbits_gather", "nbits_matmul", "pack_int4", "quantize_groups",
+           "unpack_int4"]
 
 TILE_ROWS = 256  # weight rows a tile converts at once
 _U, _F, _P, _X = 40, 41, 42, 43  # the session's scratch buffers
@@ -176,6 +178,29 @@ def nbits_matmul(x: np.ndarray, qweight: np.ndarray, scales: np.ndarray, zeros: 
     xs = np.ascontiguousarray(x, dtype=np.float32)
     _Plan(xs, qweight, scales, zeros, attrs, o)()
     return o
+
+
+def nbits_gather(idx: np.ndarray, qweight: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None,
+                 bits: int, d: int) -> np.ndarray:
+    """Rows `idx` of a table stored transposed (``[G, g or g/2, V]``): only the picked
+    columns are dequantized."""
+    flat = idx.reshape(-1).astype(np.int64)
+    v = scales.shape[1]
+    if flat.size and (flat.min() < -v or flat.max() >= v):
+        raise IndexError(f"Gather index out of range for a table of {v} rows")
+    cols = dequantize_groups(qweight[:, :, flat], scales[:, flat], None if zeros is None else zeros[:, flat], bits, d)
+    return np.ascontiguousarray(cols.T).reshape(idx.shape + (d,))
+
+
+@kernel("quant.gather_nbits")
+def _gather_nbits(inputs, attrs, out):
+    z = inputs[3] if len(inputs) > 3 else None
+    r = nbits_gather(inputs[0], inputs[1], inputs[2], z, int(attrs["bits"]), int(attrs["d"]))
+    o = slot(out, 0)
+    if o is not None and o.shape == r.shape:
+        np.copyto(o, r, casting="unsafe")
+        return [o]
+    return [r.astype(DType(attrs.get("dtype", "f32")).numpy)]
 
 
 @kernel("quant.matmul_nbits", scratch=True)

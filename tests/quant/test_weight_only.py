@@ -81,3 +81,22 @@ def test_gptq_beats_rounding_on_correlated_inputs(bits, sym):
     gptq = dequantize_groups(pack_int4(codes, sym) if bits == 4 else codes, s, z, bits, k)
     e_rtn, e_gptq = np.linalg.norm(x @ (rtn - w)), np.linalg.norm(x @ (gptq - w))
     assert e_gptq < 0.85 * e_rtn, (e_gptq, e_rtn)
+
+
+@pytest.mark.parametrize("bits,sym", [(8, True), (4, True), (4, False)])
+def test_gathered_rows_equal_the_dequantized_table(bits, sym):
+    """An embedding table stored group-wise along D (transposed): the rows gathered are
+    the dequantized table's rows, negative indices included, within s/2 of the floats."""
+    from runtime.kernels.nbits import nbits_gather
+
+    rng = np.random.default_rng(bits)
+    table = rng.standard_normal((50, 20)).astype(np.float32)
+    qw, s, z = _stored(table.T, bits, 8, sym)
+    idx = np.array([[3, -1, 49], [0, 7, 7]], np.int64)
+    got = nbits_gather(idx, qw, s, z, bits, 20)
+    full = dequantize_groups(qw, s, z, bits, 20).T  # [V, D]
+    np.testing.assert_allclose(got, full[idx], rtol=0, atol=1e-6)
+    step = np.repeat(s, 8, axis=0)[:20].T[idx]
+    assert np.all(np.abs(got - table[idx]) <= step / 2 * (1 + 1e-5) + 1e-7)
+    with pytest.raises(IndexError):
+        nbits_gather(np.array([50]), qw, s, z, bits, 20)
