@@ -108,17 +108,29 @@ class _Lowering:
         self.act[id(v)] = idx
         return idx
 
-    def add_kv_cache(self, op: Op) -> int:
-        """A KV cache's activation: no arena slot; the Session allocates a buffer at the
-        bounds (``program["kv_cache"]``) that lives across runs."""
-        r = op.results[0]
-        a = self.add_act(r, -1)
-        self.p.activations[a]["offset"] = self.p.activations[a]["nbytes"] = -1
-        capacity = [dim_bound(d, self.ranges) for d in r.type.shape]
+    def add_kv_cache(self, op: Op) -> list[int]:
+        """A KV cache's activations: no arena slot; the Session allocates a buffer at the
+        bounds (``program["kv_cache"]``) that lives across runs.  Returns the step's results.
+
+        A compressed cache (``dtype`` set) stores results 1 (and 2, the scales); its
+        present (result 0) is no step's result: the Session reads it back from the
+        stored cache when the caller asks for that output (``present_act``)."""
+        acts = []
+        for r in op.results:
+            a = self.add_act(r, -1)
+            self.p.activations[a]["offset"] = self.p.activations[a]["nbytes"] = -1
+            acts.append(a)
+        stored = 1 if op.attrs.get("dtype") else 0
+        r = op.results[stored]
         past = op.operands[0]
-        self.p.kv_cache.append({"act": a, "past": past.name if past is not None else None, "present": r.name,
-                                "axis": int(op.attrs["axis"]), "capacity": capacity})
-        return a
+        entry = {"act": acts[stored], "past": past.name if past is not None else None, "present": op.results[0].name,
+                 "axis": int(op.attrs["axis"]), "capacity": [dim_bound(d, self.ranges) for d in r.type.shape]}
+        if stored:
+            entry.update(dtype=str(op.attrs["dtype"]), present_act=acts[0])
+        if len(op.results) > 2:
+            entry.update(scale=acts[2], scale_capacity=[dim_bound(d, self.ranges) for d in op.results[2].type.shape])
+        self.p.kv_cache.append(entry)
+        return acts[stored:]
 
     def ref(self, v: Value | None) -> list[Any] | None:
         if v is None:
@@ -180,7 +192,7 @@ class _Lowering:
             offs = op.attrs.get("offsets") if planned else None
             outs = []
             if op.kind == "kv.append":
-                outs.append(self.add_kv_cache(op))
+                outs.extend(self.add_kv_cache(op))
             for i, r in enumerate(op.results if op.kind != "kv.append" else ()):
                 off = -1
                 if offs is not None and i < len(offs) and offs[i] is not None and int(offs[i]) >= 0:

@@ -234,6 +234,9 @@ def compile_with(model: Any, opts: CompileOptions):
     from passes.target.soc import load_soc
 
     opts.check()
+    if opts.weights_meta_only:
+        raise UsageError("weights_meta_only plans memory without reading the weights; it cannot write an "
+                         "executable (use --mode=3, the precheck)")
     soc_version = opts.soc_version
     soc = load_soc(soc_version)
     try:

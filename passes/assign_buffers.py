@@ -73,7 +73,8 @@ from ir.types import DType
 from passes.base import Pass, PassContext, register
 from passes.kv_cache import kv_cache_summary
 
-__all__ = ["ORDERS", "AssignBuffers", "Buffer", "format_bytes", "lower_bound", "place", "plan", "plan_summary"]
+__all__ = ["ORDERS", "AssignBuffers", "Buffer", "format_bytes", "lower_bound", "outside_bytes", "place", "plan",
+           "plan_summary"]
 
 _ATTRS = ("offsets", "inplace")
 _GRAPH_ATTRS = ("arena_bytes", "lower_bound_bytes", "naive_bytes", "weights_bytes")
@@ -373,7 +374,7 @@ class AssignBuffers(Pass):
             "inplace_ops": len(inplace_ops),
             "concat_inplace_operands": gr.concat_operands,
         })
-        _check_budget(stats["weights_bytes"], arena, _outside_bytes(graph), ctx, kv.get("kv_cache_bytes", 0))
+        _check_budget(stats["weights_bytes"], arena, outside_bytes(graph), ctx, kv.get("kv_cache_bytes", 0))
         return _snapshot(graph) != before
 
 
@@ -392,7 +393,7 @@ def _activations(graph: Graph) -> list[Value]:
     return [r for op in graph.ops for r in op.results if _in_arena(r)]
 
 
-def _outside_bytes(graph: Graph) -> int:
+def outside_bytes(graph: Graph) -> int:
     """Bytes of static-shape results kept out of the arena (opaque/AICPU ops):
     they need memory too, so the budget counts them."""
     return sum(

@@ -29,6 +29,12 @@ Rules (a table, applied to a fixed point by the worklist driver
   Linear layers;
 - dead ops are removed.
 
+Under ``weights_meta_only`` (a plan that reads no weight: `passes._meta`) no rule
+reads a weight mapped from external data: folding an op of one gives
+placeholders of the results' types, a weight is never compared with 1 or 0,
+Gemm's transposed or scaled B is a placeholder, and the affine family
+(`AFFINE_RULES`: BN, scale and shift folding) is left out.
+
 Before / after (``canonicalize``)::
 
     %w  = const() {value = dense_resource<"w"> : tensor<10x64xf32>} ...
@@ -63,6 +69,7 @@ from passes._canonicalize_affine import (
     shift_into_conv,
 )
 from passes._conv_fold import const_of as _const
+from passes._meta import placeholder, unread
 from passes._rewrite import Rewriter, RuleTable, refresh_types, rewrite
 from passes.base import Pass, PassContext, register
 from runtime.kernels.aicpu import evaluate_op
@@ -99,6 +106,8 @@ def fold_constants(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     for r in op.results:
         if r.type.is_static and r.type.numel > MAX_FOLD_ELEMENTS:
             return False
+    if any(unread(_const(v), ctx.options) for v in op.operands if v is not None):
+        return _fold_unread(rw, op, ctx)
     try:
         outs = evaluate_op(op, [_const(v) for v in op.operands])
     except Exception as e:  # noqa: BLE001 - an op onnx.reference cannot run stays as it is
@@ -119,6 +128,18 @@ def fold_constants(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
             return False
         # not np.ascontiguousarray: it makes a 0-d result shape (1,), against its type
         new.append(rw.const(a if a.flags.c_contiguous else a.copy(order="C"), name=r.name))
+    rw.replace_op(op, new, inherit_names=True)
+    ctx.count("canonicalize", "folded_constants")
+    return True
+
+
+def _fold_unread(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
+    """`fold_constants` of an op reading a weight a meta-only plan must not read: its
+    results become placeholders of their (static) types."""
+    if not all(r.type.is_static and r.type.dtype is not DType.str for r in op.results):
+        rw.give_up(op, fold_constants)
+        return False
+    new = [rw.const(placeholder(r.type.shape, r.type.dtype.numpy), name=r.name) for r in op.results]
     rw.replace_op(op, new, inherit_names=True)
     ctx.count("canonicalize", "folded_constants")
     return True
@@ -202,7 +223,7 @@ def remove_neutral(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
     neutral, kind = _NEUTRAL[op.kind]
     for i in (0, 1):
         c = _const(op.operands[1 - i])
-        if c is not None and c.size and c.dtype.kind == kind and bool((c == neutral).all()) \
+        if c is not None and not unread(c, ctx.options) and c.size and c.dtype.kind == kind and bool((c == neutral).all()) \
                 and _forward(rw, op, op.operands[i], ctx, "removed_noop"):
             return True
     return False
@@ -285,14 +306,18 @@ def gemm_to_matmul(rw: Rewriter, op: Op, ctx: PassContext) -> bool:
         return False
     if bc is not None and (trans_b or alpha != 1.0):
         w = bc.T if trans_b else bc
-        if alpha != 1.0:
+        if unread(bc, ctx.options):
+            w = placeholder(w.shape, bc.dtype)
+        elif alpha != 1.0:
             w = (w * alpha).astype(bc.dtype)
-        b = rw.const(np.ascontiguousarray(w), name=f"{b.name}_t" if trans_b else f"{b.name}_scaled")
+        b = rw.const(w if unread(w, ctx.options) else np.ascontiguousarray(w),
+                     name=f"{b.name}_t" if trans_b else f"{b.name}_scaled")
     mm = rw.add_op("MatMul", [a, b], before=op, names=[f"{op.result.name}_mm"])
     out = mm.result
     if c is not None and beta != 0.0:
         if cc is not None and beta != 1.0:
-            c = rw.const((cc * beta).astype(cc.dtype), name=f"{c.name}_scaled")
+            scaled = placeholder(cc.shape, cc.dtype) if unread(cc, ctx.options) else (cc * beta).astype(cc.dtype)
+            c = rw.const(scaled, name=f"{c.name}_scaled")
         out = rw.add_op("Add", [mm.result, c], before=op).result
     if out.type != op.result.type:
         # only a broadcast corner case (C larger than M x N) gets here; leave the Gemm
@@ -326,6 +351,10 @@ RULES: RuleTable = {
 }
 
 
+# the rules that read weights' values to compute new ones (left out of a meta-only plan)
+AFFINE_RULES = (bn_into_conv, bn_to_mul_add, scale_into_conv, shift_into_conv, merge_affine, scale_through_relu)
+
+
 @register
 @dataclass
 class Canonicalize(Pass):
@@ -337,6 +366,8 @@ class Canonicalize(Pass):
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
         table = RULES if self.fold else {k: v for k, v in RULES.items() if k != "*"}
+        if ctx.options.weights_meta_only:  # the affine family computes new weights from old ones
+            table = {k: [r for r in v if r not in AFFINE_RULES] for k, v in table.items()}
         rw = Rewriter(graph)  # one for the run, so an op folding failed on is not tried again
         changed = False
         for _ in range(16):

@@ -6,7 +6,9 @@ constants behind.  Two ops of the same kind with the same operands and the same
 attributes compute the same values (ops that draw random numbers excepted), so
 the later one's results are replaced by the earlier one's.  Small constants
 (at most `MAX_CONST_ELEMENTS` elements) with equal dtype, shape and bytes are
-merged first, so the ops reading them become equal too.
+merged first, so the ops reading them become equal too.  Under
+``weights_meta_only`` a constant mapped from external data is never read, so
+never merged: a plan of unwritten weights (all zeros) keeps each one.
 
     %a = Unsqueeze(%cos, %ax0) : (tensor<Sx16xf32>, tensor<1xi64>) -> tensor<1xSx16xf32>
     %b = Unsqueeze(%cos, %ax1) : (tensor<Sx16xf32>, tensor<1xi64>) -> tensor<1xSx16xf32>   (%ax1 == %ax0)
@@ -28,6 +30,7 @@ import numpy as np
 
 from ir.core import Graph, Op
 from ir.registry import nondeterministic
+from passes._meta import unread
 from passes.base import Pass, PassContext, register
 
 __all__ = ["MAX_CONST_ELEMENTS", "Cse"]
@@ -45,10 +48,10 @@ def _frozen(v: Any) -> Any:
     return (type(v).__name__, v)
 
 
-def _key(op: Op) -> tuple | None:
+def _key(op: Op, options: Any = None) -> tuple | None:
     if op.kind == "const":
         a = op.attrs["value"]
-        if a.size > MAX_CONST_ELEMENTS or a.dtype == object:
+        if a.size > MAX_CONST_ELEMENTS or a.dtype == object or unread(a, options):
             return None
         return ("const", _frozen(a))
     if nondeterministic(op):
@@ -58,13 +61,15 @@ def _key(op: Op) -> tuple | None:
     return (op.kind, operands, attrs, len(op.results))
 
 
-def eliminate(graph: Graph) -> tuple[int, int]:
-    """Merge equal computations in `graph`; returns (ops merged, constants merged)."""
+def eliminate(graph: Graph, options: Any = None) -> tuple[int, int]:
+    """Merge equal computations in `graph`; returns (ops merged, constants merged).
+    With ``options.weights_meta_only``, constants mapped from external data are not
+    read, so never merged (`passes._meta`)."""
     seen: dict[tuple, Op] = {}
     outputs = {id(v) for v in graph.outputs}
     merged = consts = 0
     for op in list(graph.ops):
-        key = _key(op)
+        key = _key(op, options)
         if key is None:
             continue
         first = seen.get(key)
@@ -90,7 +95,7 @@ class Cse(Pass):
     name: ClassVar[str] = "cse"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
-        merged, consts = eliminate(graph)
+        merged, consts = eliminate(graph, ctx.options)
         if merged:
             ctx.count("cse", "merged_ops", merged)
         if consts:

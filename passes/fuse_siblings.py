@@ -20,6 +20,14 @@ their operand 1 is a constant 2-D weight of the same K and dtype, and no result
 is a graph output.  The fused op takes the first sibling's place in the graph
 (every sibling's users come after it).
 
+Before it copies a weight, the pass checks the plan's weights (as they will be
+stored) and KV cache against the memory budget (`passes._budget.check_early`):
+a model that cannot fit fails here, before its weights are read.
+
+With ``weights_meta_only`` (a plan that reads no weight bytes: ``atcpy --mode=3``
+of a model whose external weights were never written) the fused weight is a
+zero-stride placeholder of the concatenation's shape, dtype and size.
+
 Statistics: ``fusion.sibling_matmuls`` (MatMuls merged into another).
 """
 
@@ -31,7 +39,9 @@ from typing import ClassVar
 import numpy as np
 
 from ir.core import Graph, Op, Value
+from passes._budget import check_early
 from passes._conv_fold import const_of
+from passes._meta import placeholder
 from passes._rewrite import Rewriter
 from passes.base import Pass, PassContext, register
 
@@ -69,12 +79,20 @@ def _siblings(rw: Rewriter, x: Value) -> list[tuple[Op, np.ndarray]]:
     return group if len(group) >= 2 and sum(w.shape[1] for _, w in group) <= MAX_FUSED_N else []
 
 
+def _concatenated(ws: list[np.ndarray], ctx: PassContext) -> np.ndarray:
+    """The weights side by side; with ``weights_meta_only`` a placeholder of that shape
+    that reads none of them (zero strides: no bytes behind it)."""
+    if ctx.options.weights_meta_only:
+        return placeholder((ws[0].shape[0], sum(w.shape[1] for w in ws)), ws[0].dtype)
+    return np.concatenate(ws, axis=1)
+
+
 def _fuse(rw: Rewriter, x: Value, group: list[tuple[Op, np.ndarray]], ctx: PassContext) -> None:
     order = {id(op): i for i, op in enumerate(rw.graph.ops)}
     group.sort(key=lambda g: order[id(g[0])])
     first = group[0][0]
     names = [op.result.name for op, _ in group]
-    w = rw.const(np.concatenate([w for _, w in group], axis=1), name="_".join(op.operands[1].name for op, _ in group))
+    w = rw.const(_concatenated([w for _, w in group], ctx), name="_".join(op.operands[1].name for op, _ in group))
     mm = rw.add_op("MatMul", [x, w], {"name": "+".join(op.attrs.get("name", op.result.name) for op, _ in group)},
                    before=first, names=["+".join(names)])
     split = rw.add_op("Split", [mm.result], {"axis": x.type.rank - 1, "split": [int(w_.shape[1]) for _, w_ in group]},
@@ -95,6 +113,7 @@ class FuseSiblings(Pass):
     name: ClassVar[str] = "fuse-siblings"
 
     def run(self, graph: Graph, ctx: PassContext) -> bool:
+        check_early(graph, ctx)  # the first pass that copies weights: a plan that cannot fit stops here
         rw = Rewriter(graph)
         changed = False
         values = [v for v in graph.inputs] + [r for op in list(graph.ops) for r in op.results]

@@ -205,7 +205,11 @@ def write_dump(graph: Graph, path: Path) -> Path:
     text = print_graph(graph, resources)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    keys = list(resources)
+    from passes._meta import is_mapped_or_placeholder
+
+    # weights never loaded (a memory plan of a model with external data) are left out: a 7B
+    # model's failure dump would otherwise write tens of GB; the IR text still names them
+    keys = [k for k in resources if not is_mapped_or_placeholder(resources[k])]
     arrays = {f"a{i}": (resources[k].astype(str) if resources[k].dtype == object else resources[k])
               for i, k in enumerate(keys)}
     # keys go in a string array: resource keys need not be valid npz member names

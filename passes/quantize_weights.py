@@ -54,7 +54,7 @@ def _tables(graph: Graph, keep: set[str]) -> list[tuple[Op, np.ndarray]]:
         if op.kind != "Gather" or int(op.attrs.get("axis", 0)) != 0 or kept(op, keep):
             continue
         t = const_of(op.operands[0])
-        if t is not None and t.ndim == 2 and t.dtype == np.float32 and t.shape[1] >= 2:
+        if t is not None and t.ndim == 2 and t.dtype.kind == "f" and t.shape[1] >= 2:
             out.append((op, t))
     return out
 
@@ -66,7 +66,7 @@ def _candidates(graph: Graph, keep: set[str]) -> list[tuple[Op, np.ndarray]]:
             continue
         w = const_of(op.operands[1])
         x = op.operands[0]
-        if w is None or w.ndim != 2 or w.dtype != np.float32 or x is None or x.type.rank < 2:
+        if w is None or w.ndim != 2 or w.dtype.kind != "f" or x is None or x.type.rank < 2:
             continue
         if op.kind == "fused.matmul_add" and op.attrs.get("act", "none") not in ("none", None):
             continue

@@ -32,6 +32,8 @@ once the positions pass the model's position table.
 The past/present hand-off goes through `Generator._next_past` and
 `Generator._drop_oldest` only, so an executable that keeps its KV cache in
 place (``program["kv_cache"]``) can switch those two without touching the loop.
+A compressed cache (``--kv_cache_dtype``) is not read at all: its past is the
+session's held past (`Session.held_past`), and the window drops positions in its buffer.
 """
 
 from __future__ import annotations
@@ -219,7 +221,11 @@ class Generator:
         self.max_len: int | None = min(lens) if lens else (past[1] + 1 if past else None)
         sd = self.spec.seq_dim
         self.max_chunk: int | None = sd if isinstance(sd, int) else (dims[sd][1] if sd in dims else None)
-        self._out_names = [self.spec.logits] + [k.present for k in self.spec.kv]
+        # a compressed cache's present is not read: its held past is fed back instead
+        held = self.session.held_pasts
+        self._read = [k for k in self.spec.kv if k.past not in held]
+        self._held = [k for k in self.spec.kv if k.past in held]
+        self._out_names = [self.spec.logits] + [k.present for k in self._read]
         self.stats = GenerationStats()
 
     # -- the past: the only places that know how it is carried from run to run ----------
@@ -242,14 +248,18 @@ class Generator:
 
     def _next_past(self, outputs: list[np.ndarray]) -> dict[str, np.ndarray]:
         """The next run's past from this run's outputs (``[logits, present...]``, in
-        `self.spec.kv` order): each present is fed back as it is — with a compiled
-        KV cache, a view of the cache buffer, so nothing is copied."""
-        return {k.past: p for k, p in zip(self.spec.kv, outputs[1:])}
+        `self._read` order): each present is fed back as it is — with a compiled
+        KV cache, a view of the cache buffer, so nothing is copied; a compressed
+        cache's past is the session's held past (`Session.held_past`), no copy either."""
+        past = {k.past: p for k, p in zip(self._read, outputs[1:])}
+        past.update((k.past, self.session.held_past(k.past)) for k in self._held)
+        return past
 
     def _drop_oldest(self, past: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
-        """The past without its ``n`` oldest positions (the sliding window); views, no copy."""
-        out = {}
-        for k in self.spec.kv:
+        """The past without its ``n`` oldest positions (the sliding window); views, no copy
+        (a compressed cache moves its positions in its buffer)."""
+        out = {k.past: self.session.held_past(k.past, drop=n) for k in self._held}
+        for k in self._read:
             index = [slice(None)] * past[k.past].ndim
             index[k.axis] = slice(n, None)
             out[k.past] = past[k.past][tuple(index)]

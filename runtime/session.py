@@ -36,6 +36,7 @@ from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
 from runtime.kernels.matmul import Scratch
 from runtime.kernels.movement import concat_in_place
+from runtime.kv_cache import KvCaches
 from runtime.om import Executable, decode_json_value, dtype_name, np_dtype
 from runtime.profile import Profile, StepTiming
 
@@ -183,9 +184,8 @@ class Session:
         self._env = env
         # symbolic shapes: bound per run from the feeds, viewed at their slots planned at the bound
         self._ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in self.executable.program.get("dims", {}).items()}
-        self.kv_buffers = {e["act"]: np.zeros(e["capacity"], np_dtype(acts[e["act"]]["dtype"]))
-                           for e in self.executable.program.get("kv_cache", [])
-                           if all(isinstance(c, int) for c in e["capacity"])}
+        self._kv = KvCaches(self.executable.program.get("kv_cache", []), acts, np_dtype)
+        self.kv_buffers = self._kv.buffers  # activation -> its KV cache buffer (and an i8 cache's scales)
         self._dyn = DynamicViews(acts, self.arena, np_dtype, self.kv_buffers)
         self._dims: dict[str, int] = {}  # this run's symbol values, read by the shape program's steps
 
@@ -208,6 +208,8 @@ class Session:
             attrs["_opset"] = st["opset"]
         if st["kernel"] == "sym.dims":
             attrs["_dims"] = self._dims
+        if st["kernel"] == "kv.append":  # a compressed cache's held past points into this buffer
+            attrs["_held"] = self._kv.sentinel
         attrs["_n_outputs"] = len(st["outputs"])
         in_idx = [self._slot(r) for r in st["inputs"]]
         in_types = [(None, None) if r is None else
@@ -359,7 +361,8 @@ class Session:
         ``copy=False`` returns the outputs as they sit in the session's memory,
         valid until the next run: a KV cache's ``present`` is then a view of the
         cache buffer, and feeding it back as the next ``past`` costs no copy (the
-        generator's decode loop)."""
+        generator's decode loop).  A compressed cache's present is read back from the
+        stored cache, a fresh array, only when asked for (carry it with `held_past`)."""
         arrays = self._check_feeds(feeds)
         picks = self._picks(output_names)
         env = self._env
@@ -404,10 +407,25 @@ class Session:
         for i in picks:
             v = env[self._output_slots[i]]
             dt = self._output_dtypes[i]
+            if v is None:  # a compressed KV cache's present: read back (a fresh array) only when asked for
+                results.append(self._kv.read(self._output_slots[i], env, dt))
+                continue
             results.append(np.array(v, dtype=dt if dt != object else v.dtype, copy=True) if copy else v)
         for i in self._input_acts:
             env[i] = None  # do not keep the caller's arrays alive
         return results
+
+    def held_past(self, name: str, drop: int = 0) -> np.ndarray:
+        """For past input `name` of a compressed KV cache (`held_pasts`): the past standing for
+        what the cache holds after the last run, less its `drop` oldest positions.  Fed back,
+        the run writes only the new positions; its values are not the cache's (read the
+        present output for those).  See `runtime.kv_cache`."""
+        return self._kv.held_past(name, self._env, drop)
+
+    @property
+    def held_pasts(self) -> frozenset[str]:
+        """The past inputs of compressed KV caches: carried from run to run with `held_past`."""
+        return self._kv.held
 
     def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
         """Bind the symbols from the feeds' shapes and point every symbolic

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from compiler.frontend.external_data import map_external
 from compiler.frontend.normalize import NodeBuild, normalize
 from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProblem, convert_type
 from compiler.frontend.support import kind_of
@@ -46,7 +47,11 @@ _FOLD_LIMIT = 4096
 
 
 def tensor_to_array(t: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
-    """One copy at most: numpy_helper reads raw_data with frombuffer (read-only result)."""
+    """One copy at most: numpy_helper reads raw_data with frombuffer (read-only result);
+    external data is mapped, not read (`map_external`)."""
+    mapped = map_external(t, base_dir)
+    if mapped is not None:
+        return mapped
     try:
         return numpy_helper.to_array(t, base_dir)
     except Exception as e:  # noqa: BLE001  (any decode failure is a bad model)

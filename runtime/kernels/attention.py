@@ -11,6 +11,15 @@ so each KV head meets its ``g`` query heads in one batched product:
 The scores live in the session's scratch buffers (nothing allocated per run
 once sized).  f16 operands are widened to f32 first and the result rounded once,
 as the Cube's f32 accumulator does; no float64 anywhere.
+
+A stored K or V (``kv.attention``: f16, or i8 with one scale per batch, head and
+key) is widened tile by tile (`_TILE` elements in one scratch buffer), never
+whole; the i8 scales act on the scores instead of the tiles — ``q @ (k·sk)ᵀ =
+(q @ kᵀ)·sk`` per key and ``p @ (v·sv) = (p·sv) @ v`` — which costs a multiply
+per score rather than per cached element:
+
+    scores = (q' @ k_tileᵀ for each tile) * sk * scale
+    out    = Σ (softmax(scores + mask) * sv)[:, tile] @ v_tile
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ from runtime.kernels.matmul import acc_dtype, scratch
 __all__ = ["attention"]
 
 # scratch keys (distinct within this kernel)
-_SCORES, _ROWMAX, _Q, _K, _V, _OUT, _KEEP = 20, 21, 23, 24, 25, 26, 27
+_SCORES, _ROWMAX, _Q, _OUT, _KEEP, _KV_TILE, _PART = 20, 21, 23, 26, 27, 28, 29
+# elements of one widened tile of a stored K or V (256 KiB in f32, about one Unified Buffer)
+_TILE = 1 << 16
 
 
 def _widened(x: np.ndarray, attrs: dict[str, Any], key: int, shape: tuple[int, ...], dt: np.dtype) -> np.ndarray:
@@ -58,12 +69,14 @@ def _mask5(mask: np.ndarray, hkv: int, g: int) -> np.ndarray:
 
 
 def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | None, attrs: dict[str, Any],
-              o: np.ndarray | None = None) -> np.ndarray:
-    """``softmax(q @ kᵀ * scale + mask) @ v`` with KV heads shared by ``Hq / Hkv`` query heads."""
+              o: np.ndarray | None = None, k_scale: np.ndarray | None = None,
+              v_scale: np.ndarray | None = None) -> np.ndarray:
+    """``softmax(q @ kᵀ * scale + mask) @ v`` with KV heads shared by ``Hq / Hkv`` query heads;
+    int8 `k`/`v` are read as ``k * k_scale[..., None]`` (one scale per batch, head and key)."""
     b, hq, s, d = q.shape
     hkv, length, dv = k.shape[1], k.shape[2], v.shape[3]
     g = hq // hkv
-    dt = q.dtype if q.dtype == k.dtype == v.dtype else np.result_type(q, k, v)
+    dt = q.dtype if q.dtype == k.dtype == v.dtype or k_scale is not None else np.result_type(q, k, v)
     acc = acc_dtype(dt)
     shape = (b, hq, s, dv)
     fits = o is not None and o.shape == shape
@@ -75,17 +88,17 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
         res.fill(0)
     else:
         qg = _widened(q, attrs, _Q, (b, hkv, g * s, d), acc)
-        kk = k if k.dtype == acc else _widened(k, attrs, _K, k.shape, acc)
-        vv = v if v.dtype == acc else _widened(v, attrs, _V, v.shape, acc)
         p = scratch(attrs, _SCORES, (b, hkv, g * s, length), acc)
-        np.matmul(qg, kk.swapaxes(2, 3), out=p)
+        _scores(qg, k, k_scale, p, attrs)
         scale = attrs.get("scale", 1.0)
         if scale != 1.0:
             np.multiply(p, acc.type(scale), out=p)
         if mask is not None or attrs.get("causal", 0):
             _mask_scores(p.reshape(b, hkv, g, s, length), mask, attrs, hkv, g)  # a view: p is contiguous
         _softmax_rows(p, attrs)
-        np.matmul(p, vv, out=res)
+        if v_scale is not None:  # p @ (v * v_scale) = (p * v_scale per key) @ v
+            np.multiply(p, v_scale[:, :, None, :], out=p, casting="unsafe")
+        _weighted(p, v, res, attrs)
     if direct is not None:
         return o  # type: ignore[return-value]
     r = res.reshape(shape)
@@ -93,6 +106,47 @@ def attention(q: np.ndarray, k: np.ndarray, v: np.ndarray, mask: np.ndarray | No
         np.copyto(o, r, casting="unsafe")  # type: ignore[arg-type]
         return o  # type: ignore[return-value]
     return r.astype(dt)
+
+
+def _tiles(x: np.ndarray, attrs: dict[str, Any], dt: np.dtype):
+    """``(start, tile)`` over `x`'s keys (axis 2): each tile a widened copy of up to
+    `_TILE` elements in one scratch buffer of constant size, so a stored K or V is
+    never widened whole (as a kernel dequantizes tile by tile into its local buffer)."""
+    b, h, length, d = x.shape
+    row = b * h * d
+    n = max(1, _TILE // max(row, 1))
+    buf = scratch(attrs, _KV_TILE, (n * row,), dt)  # one size for every length: sized once
+    for j in range(0, length, n):
+        m = min(n, length - j)
+        t = buf[:m * row].reshape(b, h, m, d)
+        np.copyto(t, x[:, :, j:j + m], casting="unsafe")
+        yield j, t
+
+
+def _scores(qg: np.ndarray, k: np.ndarray, k_scale: np.ndarray | None, p: np.ndarray, attrs: dict[str, Any]) -> None:
+    """``p = qg @ kᵀ`` (per key times `k_scale`): BLAS on a float `k`, tile by tile on a stored one."""
+    if k.dtype == p.dtype:
+        np.matmul(qg, k.swapaxes(2, 3), out=p)
+    else:
+        for j, t in _tiles(k, attrs, p.dtype):
+            np.matmul(qg, t.swapaxes(2, 3), out=p[..., j:j + t.shape[2]])
+    if k_scale is not None:
+        np.multiply(p, k_scale[:, :, None, :], out=p, casting="unsafe")
+
+
+def _weighted(p: np.ndarray, v: np.ndarray, res: np.ndarray, attrs: dict[str, Any]) -> None:
+    """``res = p @ v``: BLAS on a float `v`; on a stored one, the tiles' products summed."""
+    if v.dtype == p.dtype:
+        np.matmul(p, v, out=res)
+        return
+    for j, t in _tiles(v, attrs, p.dtype):
+        pj = p[..., j:j + t.shape[2]]
+        if j == 0:
+            np.matmul(pj, t, out=res)
+        else:
+            part = scratch(attrs, _PART, res.shape, res.dtype)
+            np.matmul(pj, t, out=part)
+            np.add(res, part, out=res)
 
 
 def _mask_scores(p5: np.ndarray, mask: np.ndarray | None, attrs: dict[str, Any], hkv: int, g: int) -> None:
@@ -143,6 +197,13 @@ def _softmax_rows(p: np.ndarray, attrs: dict[str, Any]) -> None:
 def _attention(inputs, attrs, out):
     mask = inputs[3] if len(inputs) > 3 else None
     return [attention(inputs[0], inputs[1], inputs[2], mask, attrs, slot(out, 0))]
+
+
+@kernel("kv.attention", scratch=True)
+def _kv_attention(inputs, attrs, out):
+    mask = inputs[3] if len(inputs) > 3 else None
+    k_scale, v_scale = (inputs[4], inputs[5]) if len(inputs) > 5 else (None, None)
+    return [attention(inputs[0], inputs[1], inputs[2], mask, attrs, slot(out, 0), k_scale, v_scale)]
 
 
 def causal_mask(mask: np.ndarray, positions: np.ndarray, dtype: np.dtype, masked: float,

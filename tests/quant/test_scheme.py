@@ -155,5 +155,5 @@ def test_every_quant_op_has_a_runtime_kernel() -> None:
 
     quant_ops = [k for k in all_ops() if k.startswith("quant.")]
     # the INT8 ops are this module's; weight-only matmuls live in runtime.kernels.nbits
-    assert set(quant_ops) - {"quant.matmul_nbits"} <= set(KERNELS)
+    assert set(quant_ops) - {"quant.matmul_nbits", "quant.gather_nbits"} <= set(KERNELS)
     assert all(lookup_kernel(k) is not None for k in quant_ops)
