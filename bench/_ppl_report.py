@@ -121,7 +121,8 @@ def _check_kv(rows: list[Row]) -> list[str]:
 
 
 def _check_w4(rows: list[Row], group: int) -> str:
-    mine = [r for r in (_atc(rows, f"W4A16 g{group} RTN"), _atc(rows, f"W4A16 g{group} GPTQ")) if r]
+    names = [f"W4A16 g{group} {r}" for r in ("RTN", "GPTQ", "RTN asym", "GPTQ asym")]
+    mine = [r for r in (_atc(rows, n) for n in names) if r]
     ran = [(increase(r, rows), r.name) for r in mine if r.ppl is not None]
     best = _best_ort(rows, 4, group)
     what = f"W4A16 g{group} increase <= onnxruntime's best 4-bit at block {group}"

@@ -2,7 +2,7 @@
 onnxruntime, in one run.
 
     python bench/llm.py [--models gpt2,llama,qwen2,llama-medium] [--prompt 64] [--new 64]
-                        [--repeat 3] [--dir DIR] [--profile]
+                        [--repeat 3] [--dir DIR] [--profile] [--variants W8A16,W4A16,W4A16+kv8,fp16]
 
 Each model is one of `tests.llm.decoders`' optimum exports (built from a config with
 random init; exported into ``--dir`` on first use, reused after): the tiny GPT-2,
@@ -22,6 +22,10 @@ One thread each: OMP/OpenBLAS/MKL are limited to 1 thread before numpy is import
 and onnxruntime gets ``intra_op_num_threads=1``.  Engines run interleaved, each
 figure is the median over ``--repeat`` generations.  ``steps/token`` is how many
 runtime steps one atcpy decode step runs (``len(Session._steps)``).
+
+``--variants`` then times other compiles of the same models against atcpy fp32 in one
+run (weight-only ``W8A16``/``W4A16``, ``+kv8`` for the INT8 KV cache, ``fp16``): decode
+tok/s and its ratio to fp32, weight bytes, and the share of greedy tokens equal to fp32's.
 """
 
 from __future__ import annotations
@@ -189,6 +193,44 @@ def _bench(kind: str, args: argparse.Namespace) -> dict | None:
     return row
 
 
+def _variant_options(name: str) -> dict:
+    base, _, kv = name.partition("+")
+    opts: dict = {"precision_mode": "force_fp16"} if base == "fp16" else {"quant_type": base} if base != "fp32" else {}
+    if kv == "kv8":
+        opts["kv_cache_dtype"] = "int8"
+    return opts
+
+
+def _print_variants(kinds: list[str], args: argparse.Namespace) -> None:
+    """Decode tok/s of each variant beside atcpy fp32's (interleaved, median of --repeat),
+    its weight bytes and how many of its greedy tokens equal fp32's."""
+    from compiler import compile_model
+    from runtime import Generator
+    from tests.llm.decoders import MEDIUM, VOCAB
+
+    names = ["fp32"] + [v for v in args.variants.split(",") if v and v != "fp32"]
+    print(f"\n{'model':<13} {'variant':<11} {'tok/s':>8} {'/fp32':>6} {'weights MiB':>11} {'tokens = fp32':>13}")
+    for kind in kinds:
+        p, new = args.prompt, args.new
+        dims = f"sequence_length:1~{p};past_sequence_length:0~{p + new - 1};batch_size:1~1"
+        vocab = MEDIUM["vocab"] if kind == "llama-medium" else VOCAB
+        prompt = np.random.default_rng(0).integers(2, vocab, (1, p)).astype(np.int64)
+        exes = {n: compile_model(str(args.dir / f"{kind}.onnx"), dim_range=dims, **_variant_options(n)) for n in names}
+        gens = {n: Generator(e) for n, e in exes.items()}
+        toks = {n: g.generate(prompt, new) for n, g in gens.items()}
+        tps: dict[str, list[float]] = {n: [] for n in names}
+        for _ in range(args.repeat):
+            for n, g in gens.items():
+                g.generate(prompt, new)
+                tps[n].append(g.stats.decode_tokens_per_s)
+        base = statistics.median(tps["fp32"])
+        for n in names:
+            t = statistics.median(tps[n])
+            same = float((toks[n][0, p:] == toks["fp32"][0, p:]).mean())
+            mib = exes[n].header["report"]["memory"]["weights_bytes"] / 2**20
+            print(f"{kind:<13} {n:<11} {t:>8.1f} {t / base:>6.2f} {mib:>11.2f} {same:>12.0%}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(ALL), help=f"comma-separated, of {', '.join(ALL)}")
@@ -198,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "atcpy-bench-llm",
                     help="where the exported decoders live (exported on first use)")
     ap.add_argument("--profile", action="store_true", help="print atcpy's slowest steps of one decode run")
+    ap.add_argument("--variants", default="",
+                    help="also time these compiles against atcpy fp32 in the same run, e.g. "
+                         "W8A16,W4A16,W4A16+kv8,fp16 (quant_type, +kv8 = --kv_cache_dtype=int8)")
     args = ap.parse_args(argv)
     kinds = [k for k in args.models.split(",") if k]
     bad = [k for k in kinds if k not in ALL]
@@ -229,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     bad_rows = [r for r in rows if r["mismatch"]]
     for r in bad_rows:
         print(f"TOKEN MISMATCH {r['kind']}: " + "; ".join(r["mismatch"]))
+    if args.variants:
+        _print_variants(kinds, args)
     for r in rows:
         if "profile" in r:
             print(f"\n{r['kind']}: one decode run at past {args.prompt}, atcpy's slowest steps\n{r['profile']}")

@@ -103,6 +103,9 @@ def atc_specs() -> list[AtcSpec]:
         AtcSpec("W4A16 g32 RTN", "w4 g32", {"quant_type": "W4A16", "weight_group_size": 32}),
         AtcSpec("W4A16 g32 GPTQ", "w4 g32", {"quant_type": "W4A16", "weight_group_size": 32,
                                              "weight_rounding": "gptq"}, True),
+        *[AtcSpec(f"W4A16 g{g} {r.upper()} asym", f"w4 g{g} asym",
+                  {"quant_type": "W4A16", "weight_group_size": g, "weight_rounding": r, "weight_symmetric": False},
+                  r == "gptq") for g in (128, 32) for r in ("rtn", "gptq")],
         AtcSpec("W8A8", "w8 a8", {"precision_mode": "allow_quantize"}, True),
     ]
     kv = [AtcSpec(f"{s.name} +kv8", f"{s.bits} kv8", {**s.options, "kv_cache_dtype": "int8"}, s.calibrated)

@@ -79,7 +79,8 @@ FP16_SAFE = "fp16_safe"  # exact or well-conditioned in fp16: force_fp16 runs it
 SHAPE_FROM_DATA = "shape_from_data"  # output shape depends on operand values
 NONDETERMINISTIC = "nondeterministic"  # the result is not a function of the operands: never folded
 SHAPE_PROGRAM = "shape_program"  # computed on the host from the input dims (`ir.ops.shape`)
-INDEXED_READ = "indexed_read"  # reads only the elements of operand 0 its indices pick (a Gather of table rows)
+INDEXED_READ = "indexed_read"  # reads only the table elements its integer operands pick (a Gather of rows)
+APPENDS = "appends"  # writes its last operand after what a buffer it owns holds (a KV cache): moves that only
 
 # atcpy's own op namespaces: no ONNX meaning, so never folded through onnx.reference
 NON_ONNX_NAMESPACES = ("fused", "quant", "sym", "kv")

@@ -34,7 +34,7 @@ from __future__ import annotations
 from ir.core import Op
 from ir.ops._infer import norm_axis, operand_type
 from ir.ops.attention import attention_gemm
-from ir.registry import CUBE_OR_VECTOR, VECTOR_ONLY, Attr, TypeInferenceError, define
+from ir.registry import APPENDS, CUBE_OR_VECTOR, VECTOR_ONLY, Attr, TypeInferenceError, define
 from ir.symbolic import dim_add
 from ir.types import DType, TensorType
 
@@ -63,7 +63,7 @@ def _append(op: Op) -> list[TensorType]:
     return [present, present.with_dtype(stored), TensorType(DType.f32, present.shape[:-1])]
 
 
-define("kv.append", operands=2, infer=_append, engines=VECTOR_ONLY,
+define("kv.append", operands=2, infer=_append, engines=VECTOR_ONLY, traits={APPENDS},
        attrs={"axis": Attr("int", required=True), "dtype": Attr("str")},
        doc="%present = kv.append(%past, %new) {axis = 2}: Concat into a cache the executable owns; "
            "dtype = \"f16\" | \"i8\": also the stored cache (and its per-row scales) as results 1 (and 2)")

@@ -36,7 +36,16 @@ from ir.core import Op
 from ir.gemm import Gemm, conv_gemm, matmul_gemm
 from ir.ops._infer import operand_type
 from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
-from ir.registry import CUBE_ONLY, ELEMENTWISE, UNARY, VECTOR_ONLY, Attr, TypeInferenceError, define
+from ir.registry import (
+    CUBE_ONLY,
+    ELEMENTWISE,
+    INDEXED_READ,
+    UNARY,
+    VECTOR_ONLY,
+    Attr,
+    TypeInferenceError,
+    define,
+)
 from ir.symbolic import dim_prod
 from ir.types import DType, TensorType
 
@@ -141,7 +150,7 @@ def _gather_nbits(op: Op) -> list[TensorType]:
     return [TensorType(DType(op.attrs.get("dtype", "f32")), tuple(idx.shape) + (d,))]
 
 
-define("quant.gather_nbits", operands=(3, 4), infer=_gather_nbits, engines=VECTOR_ONLY,
+define("quant.gather_nbits", operands=(3, 4), infer=_gather_nbits, engines=VECTOR_ONLY, traits={INDEXED_READ},
        attrs={"bits": Attr("int", required=True), "group_size": Attr("int", required=True),
               "d": Attr("int", required=True), "dtype": Attr("str", "f32")},
        origin="Gather", label="gather (table int4/int8)",

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from ir.core import Op, Value
 from ir.gemm import Gemm, dim_value
-from ir.registry import ENGINES, HOST, INDEXED_READ, VIEW, gemm_dims, lookup
+from ir.registry import APPENDS, ENGINES, HOST, INDEXED_READ, VIEW, gemm_dims, lookup
 from ir.symbolic import dim_bound, parse_ranges
 from ir.types import DType, TensorType
 from passes.target.soc import Soc
@@ -83,8 +83,10 @@ def _numel(t: TensorType | None, r: Ranges) -> int:
 def _io_bytes(op: Op, r: Ranges) -> int:
     results = sum(_nbytes(x.type, r) for x in op.results)
     d = lookup(op.kind)
-    if d is not None and d.has(INDEXED_READ):  # the picked elements, not the whole table (an embedding row)
-        return 2 * results + sum(_nbytes(_type(v), r) for v in op.operands[1:])
+    if d is not None and d.has(INDEXED_READ):  # the picked elements and the indices, not the whole table
+        return 2 * results + sum(_nbytes(t, r) for t in map(_type, op.operands) if t is not None and t.dtype.is_int)
+    if d is not None and d.has(APPENDS):  # the new positions, read and written; the buffer stays where it is
+        return 2 * _nbytes(_type(op.operands[-1]), r)
     return sum(_nbytes(_type(v), r) for v in op.operands) + results
 
 
@@ -138,7 +140,11 @@ def _vector_work(op: Op, soc: Soc, r: Ranges) -> float:
     if g is not None:  # a matmul on Vector: MACs at the Vector's matmul efficiency (+ attention's softmax)
         return math.prod(_num(d, r) for d in (g.batch, *g.dims)) / soc.vector_matmul_efficiency + _vector_elements(g, r)
     d = lookup(op.kind)
-    ops = op.operands[1:] if d is not None and d.has(INDEXED_READ) else op.operands
+    if d is not None and d.has(INDEXED_READ):  # the elements picked, not the table
+        return max(_numel(op.results[0].type, r), 1)
+    if d is not None and d.has(APPENDS):  # the positions appended, not the buffer
+        return max(_numel(_type(op.operands[-1]), r), 1)
+    ops = op.operands
     return max([_numel(_type(v), r) for v in ops] + [_numel(x.type, r) for x in op.results] + [1])
 
 

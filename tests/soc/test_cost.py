@@ -117,3 +117,32 @@ def test_tile_stats():
     assert PASSES["tile"]().run(g, ctx)
     assert ctx.stats["tiling"] == {"tiled_ops": 1, "tiles": 256}
     assert not PASSES["tile"]().run(g, PassContext())  # idempotent
+
+
+def _gather(rows: int) -> ir.Graph:
+    return ir.parse(f"""graph @e(%ids: tensor<1x1xi64>) -> (tensor<1x1x512xf32>) {{
+  %t = const() {{value = dense_resource<"t"> : tensor<{rows}x512xf32>}} : () -> tensor<{rows}x512xf32>
+  %y = Gather(%t, %ids) {{axis = 0}} : (tensor<{rows}x512xf32>, tensor<1x1xi64>) -> tensor<1x1x512xf32>
+  return %y
+}}""", synthesize=True)
+
+
+def test_a_gather_costs_the_rows_it_picks_not_its_table():
+    """An embedding lookup of one token moves one row whatever the vocabulary (INDEXED_READ)."""
+    soc = load_soc("Ascend310P3")
+    small, big = (op_seconds(_gather(n).ops[-1], soc, "vector").seconds for n in (1000, 100_000))
+    assert big == small
+
+
+def test_a_decode_step_appends_to_the_kv_cache_without_moving_it():
+    """kv.append (APPENDS) costs the new positions: the same for a 100- or 4000-token cache."""
+    soc = load_soc("Ascend310P3")
+
+    def append(past: int) -> float:
+        g = ir.parse(f"""graph @kv(%past: tensor<1x8x{past}x64xf32>, %new: tensor<1x8x1x64xf32>) -> (tensor<1x8x{past + 1}x64xf32>) {{
+  %p = kv.append(%past, %new) {{axis = 2}} : (tensor<1x8x{past}x64xf32>, tensor<1x8x1x64xf32>) -> tensor<1x8x{past + 1}x64xf32>
+  return %p
+}}""")
+        return op_seconds(g.ops[-1], soc, "vector").seconds
+
+    assert append(4000) == append(100)
