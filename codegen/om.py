@@ -5,7 +5,7 @@ runtime loads executables without importing anything compile-side; this module
 re-exports it and adds the compile-side builder::
 
     exe = build_executable(graph, soc_version="Ascend310P3", report=report)
-    exe.save("out/model.om")          # atomic: temp file + os.replace
+    exe.save("out/model.om")          # atomic: temp file + os.replace (checked as the loader will)
     Executable.load("out/model.om")   # validated; OmFormatError when bad
 """
 
@@ -16,7 +16,10 @@ from typing import Any
 
 from codegen.lower import Program, lower
 from ir.core import Graph
-from runtime.om import FORMAT_VERSION, MAGIC, Executable, load_executable
+from ir.errors import InternalError
+from runtime.errors import InvalidOmError
+from runtime.om import FORMAT_VERSION, MAGIC, Executable, decode_json_value, encode_json_value, load_executable
+from runtime.validate import validate_executable
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Executable", "build_executable", "default_report", "load_executable"]
 
@@ -62,4 +65,13 @@ def build_executable(
         "memory": program.memory,
         "report": report if report is not None else default_report(graph, program, soc_version),
     }
-    return Executable(header, dict(program.weights))
+    exe = Executable(header, dict(program.weights))
+    try:  # the loader's checks, on the header as the loader will read it (the host limit is the runtime's)
+        seen = decode_json_value(encode_json_value(header))
+    except TypeError:  # not writable as an .om (save says so); an in-memory executable is checked as it is
+        seen = header
+    try:
+        validate_executable(seen, exe.weights, name=f"<{header['model']}>", max_bytes=1 << 62)
+    except InvalidOmError as e:
+        raise InternalError(f"codegen wrote a program its own loader rejects: {e}") from None
+    return exe

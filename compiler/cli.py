@@ -242,7 +242,13 @@ def _mode_summary(args: argparse.Namespace) -> int:
 
     _require(args, "om")
     exe = _load_om(args.om)
-    print(format_summary(exe.report))
+    try:  # the report is the file's, unchecked by the loader (the runtime never reads it)
+        text = format_summary(exe.report)
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as e:
+        from runtime.errors import InvalidOmError
+
+        raise InvalidOmError(f"{args.om}: report: unreadable ({type(e).__name__}: {e})") from None
+    print(text)
     return 0
 
 

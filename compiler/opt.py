@@ -20,6 +20,7 @@ from typing import Any
 from ir.core import Graph
 from ir.parser import ParseError, parse
 from ir.printer import print_graph
+from ir.verifier import verify
 from passes import PassContext
 from passes.manager import PassFailure, PassManager, load_dump
 from passes.target.soc import load_soc
@@ -65,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         g = parse(sys.stdin.read(), synthesize=True) if args.input == "-" else load_dump(args.input)
+        verify(g)  # IR that does not verify is the user's input error (exit 2), whatever --verify-each says
         pm = PassManager.parse(args.passes, verify_each=args.verify_each, dump_dir=args.dump_ir)
         pm.run(g, _context(args.soc_version))
         out = print_graph(g)

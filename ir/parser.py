@@ -24,7 +24,7 @@ from lark.exceptions import LarkError, VisitError
 from ir.core import Graph, Op, Value
 from ir.types import DType, TensorType
 
-__all__ = ["ParseError", "parse", "parse_type"]
+__all__ = ["MAX_DEPTH", "MAX_SYNTH_ELEMENTS", "ParseError", "check_depth", "parse", "parse_type"]
 
 
 class ParseError(ValueError):
@@ -114,6 +114,11 @@ class _Build(Transformer):
                 raise ParseError(f"resource {key!r} has shape {arr.shape}, the text says {ty}")
             return arr
         if self.synthesize:
+            if not ty.is_static:
+                raise ParseError(f"dense_resource<{json.dumps(key)}>: cannot synthesize {ty}, its shape is not static")
+            if ty.numel > MAX_SYNTH_ELEMENTS:
+                raise ParseError(f"dense_resource<{json.dumps(key)}> : {ty} has {ty.numel} elements; synthesized "
+                                 f"weights are limited to {MAX_SYNTH_ELEMENTS} (give the array in resources)")
             return _synthesize(key, ty)
         raise ParseError(f"no array given for dense_resource<{json.dumps(key)}>")
 
@@ -185,7 +190,31 @@ def t_shape(t: TensorType) -> tuple[int, ...]:
     return tuple(int(d) if isinstance(d, int) else -1 for d in t.shape)
 
 
+# Nesting of attribute lists the text may have: lark's tree building and the transformer
+# recurse once per level, so a deeper list would be a RecursionError, not a ParseError.
+MAX_DEPTH = 64
+# Elements a synthesized `dense_resource` may have (1 GiB of f32).
+MAX_SYNTH_ELEMENTS = 2**28
+_BRACKETS = re.compile(r'"(?:\\.|[^"\\])*"|//[^\n]*|[\[\]]')
+
+
+def check_depth(text: str, limit: int = MAX_DEPTH) -> None:
+    """Reject lists nested deeper than `limit` before lark sees the text (strings and
+    comments skipped, as the lexer does)."""
+    depth = 0
+    for m in _BRACKETS.finditer(text):
+        tok = m.group()
+        if tok == "[":
+            depth += 1
+            if depth > limit:
+                line = text.count("\n", 0, m.start()) + 1
+                raise ParseError(f"line {line}: lists nested deeper than {limit} levels")
+        elif tok == "]":
+            depth = max(depth - 1, 0)
+
+
 def parse(text: str, resources: dict[str, np.ndarray] | None = None, *, synthesize: bool = False) -> Graph:
+    check_depth(text)
     try:
         tree = _parser().parse(text)
         built = _Build(resources, synthesize).transform(tree)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "OmFormatError", "RuntimeFailure"]
+__all__ = ["InputError", "InvalidOmError", "OmFormatError", "RuntimeFailure"]
 
 
 class RuntimeFailure(Exception):
@@ -15,6 +15,14 @@ class OmFormatError(RuntimeFailure):
 
     exit_code = 4
     kind = "invalid .om file"
+
+
+class InvalidOmError(OmFormatError):
+    """The .om frame is intact but its program is not one this runtime can run safely
+    (a dangling reference, an out-of-range attribute, an arena beyond the memory limit).
+    The message names the step and field."""
+
+    kind = "invalid .om program"
 
 
 class InputError(RuntimeFailure):

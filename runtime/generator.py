@@ -34,6 +34,7 @@ The past/present hand-off goes through `Generator._next_past` and
 place (``program["kv_cache"]``) can switch those two without touching the loop.
 A compressed cache (``--kv_cache_dtype``) is not read at all: its past is the
 session's held past (`Session.held_past`), and the window drops positions in its buffer.
+A generation runs in one state it holds (`Session.hold`): threads may share a Session, a Generator each.
 """
 
 from __future__ import annotations
@@ -227,6 +228,7 @@ class Generator:
         self._held = [k for k in self.spec.kv if k.past in held]
         self._out_names = [self.spec.logits] + [k.present for k in self._read]
         self.stats = GenerationStats()
+        self._runs: Any = self.session  # a generation runs in one held state (`Session.hold`): its KV caches
 
     # -- the past: the only places that know how it is carried from run to run ----------
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
@@ -252,13 +254,13 @@ class Generator:
         KV cache, a view of the cache buffer, so nothing is copied; a compressed
         cache's past is the session's held past (`Session.held_past`), no copy either."""
         past = {k.past: p for k, p in zip(self._read, outputs[1:])}
-        past.update((k.past, self.session.held_past(k.past)) for k in self._held)
+        past.update((k.past, self._runs.held_past(k.past)) for k in self._held)
         return past
 
     def _drop_oldest(self, past: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
         """The past without its ``n`` oldest positions (the sliding window); views, no copy
         (a compressed cache moves its positions in its buffer)."""
-        out = {k.past: self.session.held_past(k.past, drop=n) for k in self._held}
+        out = {k.past: self._runs.held_past(k.past, drop=n) for k in self._held}
         for k in self._read:
             index = [slice(None)] * past[k.past].ndim
             index[k.axis] = slice(n, None)
@@ -327,7 +329,11 @@ class Generator:
         self.stats = GenerationStats(batch=batch, prompt_tokens=prompt)
         st = _State(*self._buffers(ids, mask, new), done=np.zeros(batch, bool), past=self._empty_past(batch),
                     window=window, choose=choose, eos=eos, pad=pad_token_id, put=put)
-        n_new = self._decode(st, prompt, new, self._prefill(st, prompt)) if new else 0
+        with self.session.hold() as self._runs:  # other threads run the session in other states meanwhile
+            try:
+                n_new = self._decode(st, prompt, new, self._prefill(st, prompt)) if new else 0
+            finally:
+                self._runs = self.session
         if end is not None:
             end()
         return st.tokens[:, :prompt + n_new]
@@ -435,7 +441,7 @@ class Generator:
         # copy=False: the outputs as they sit in the session's memory (valid until the next run); a
         # compiled KV cache's present is then a view of its buffer, and fed back as the next past the
         # kv.append step writes only the new positions
-        return self.session.run(self._out_names, feeds, copy=False)
+        return self._runs.run(self._out_names, feeds, copy=False)
 
     @staticmethod
     def _append(tokens: np.ndarray, nxt: np.ndarray, done: np.ndarray, at: int, eos: list[int],

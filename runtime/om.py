@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from ir.types import DType
-from runtime.errors import OmFormatError
+from runtime.errors import InvalidOmError, OmFormatError
+from runtime.validate import check_json_depth, validate_executable
 
 __all__ = [
     "FORMAT_VERSION",
@@ -63,6 +64,7 @@ FORMAT_VERSION = 1
 ALIGN = 64
 _PREFIX = struct.Struct("<8sII3Q24x")  # 64 bytes
 _DIGEST = 32
+MAX_JSON_BYTES = 256 << 20  # header and index each
 
 def np_dtype(name: str) -> np.dtype:
     """The numpy dtype of an IR dtype name (``"f32"`` -> float32, little-endian); str -> object.
@@ -157,10 +159,13 @@ class Executable:
         return path
 
     @classmethod
-    def load(cls, source: str | os.PathLike | bytes | bytearray | memoryview) -> Executable:
-        """Load and validate (magic, version, sizes, checksum); raises `OmFormatError`."""
+    def load(cls, source: str | os.PathLike | bytes | bytearray | memoryview, *,
+             max_bytes: int | None = None) -> Executable:
+        """Load and validate: the frame (magic, version, sizes, checksum; `OmFormatError`),
+        then the program (`runtime.validate`; `InvalidOmError`), before anything is allocated.
+        `max_bytes` caps the memory the program may ask for (default: `runtime.validate.host_limit`)."""
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return read_om(memoryview(source), name="<bytes>")
+            return read_om(memoryview(source), name="<bytes>", max_bytes=max_bytes)
         path = Path(source)
         try:
             with open(path, "rb") as f:
@@ -174,7 +179,7 @@ class Executable:
             raise OmFormatError(f"{path}: is a directory, not an .om file") from None
         except PermissionError as e:
             raise OmFormatError(f"{path}: cannot read: {e.strerror}") from None
-        exe = read_om(memoryview(buf), name=str(path))
+        exe = read_om(memoryview(buf), name=str(path), max_bytes=max_bytes)
         exe._buffer = buf
         return exe
 
@@ -236,7 +241,8 @@ def write_om(header: dict[str, Any], weights: dict[str, np.ndarray]) -> bytes:
 
 
 # --- reader --------------------------------------------------------------------------------
-def read_om(buf: memoryview, name: str = "<bytes>") -> Executable:
+def read_om(buf: memoryview, name: str = "<bytes>", *, max_bytes: int | None = None) -> Executable:
+    """Parse and validate an .om image (see the module docstring and `runtime.validate`)."""
     buf = buf.cast("B") if buf.format != "B" else buf
     n = len(buf)
     if n < _PREFIX.size + _DIGEST:
@@ -259,33 +265,55 @@ def read_om(buf: memoryview, name: str = "<bytes>") -> Executable:
     digest = hashlib.sha256(buf[: n - _DIGEST]).digest()
     if digest != bytes(buf[n - _DIGEST:]):
         raise OmFormatError(f"{name}: checksum mismatch: the .om file is corrupt")
-    try:
-        header = decode_json_value(json.loads(bytes(buf[hstart: hstart + hlen])))
-        index = json.loads(bytes(buf[istart: istart + ilen]))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise OmFormatError(f"{name}: unreadable .om header: {e}") from None
+    header = _parse_json(bytes(buf[hstart: hstart + hlen]), "header", name)
+    index = _parse_json(bytes(buf[istart: istart + ilen]), "weight index", name)
     if not isinstance(header, dict) or "program" not in header:
         raise OmFormatError(f"{name}: .om header has no program")
-    weights: dict[str, np.ndarray] = {}
-    for wname, ent in index.items():
-        try:
-            shape = tuple(int(s) for s in ent["shape"])
-            if ent["dtype"] == "str":
-                weights[wname] = np.array(ent["strings"], dtype=object).reshape(shape)
-                continue
-            dt = np_dtype(ent["dtype"])
-            off, nb = int(ent["offset"]), int(ent["nbytes"])
-            count = int(np.prod(shape, dtype=np.int64))
-            if off < 0 or off + nb > dlen or nb != count * dt.itemsize:
-                raise OmFormatError(f"{name}: weight {wname!r} lies outside the data section or has a bad size")
-            arr = np.frombuffer(buf, dtype=dt, count=count, offset=dstart + off).reshape(shape)
-        except (KeyError, TypeError, ValueError) as e:
-            raise OmFormatError(f"{name}: bad weight index entry {wname!r}: {e}") from None
-        weights[wname] = arr
+    if not isinstance(index, dict):
+        raise InvalidOmError(f"{name}: the weight index is not a JSON object")
+    weights = {wname: _weight(buf, wname, ent, dstart, dlen, name) for wname, ent in index.items()}
+    validate_executable(header, weights, name=name, max_bytes=max_bytes)
     return Executable(header, weights)
 
 
+def _parse_json(raw: bytes, what: str, name: str) -> Any:
+    """Strict JSON of bounded size and nesting (`json.loads` recurses per level)."""
+    if len(raw) > MAX_JSON_BYTES:
+        raise InvalidOmError(f"{name}: the {what} is {len(raw)} bytes (at most {MAX_JSON_BYTES})")
+    check_json_depth(raw, what, name)
+    try:
+        return decode_json_value(json.loads(raw)) if what == "header" else json.loads(raw)
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as e:
+        raise OmFormatError(f"{name}: unreadable .om {what}: {e}") from None
 
-def load_executable(source: str | os.PathLike | bytes | bytearray | memoryview) -> Executable:
+
+def _weight(buf: memoryview, wname: str, ent: Any, dstart: int, dlen: int, name: str) -> np.ndarray:
+    """One weight index entry as a read-only array onto the data section."""
+    where = f"{name}: weight {wname!r:.80}"
+    if not isinstance(ent, dict):
+        raise InvalidOmError(f"{where}: index entry is not an object")
+    shape = ent.get("shape")
+    if not isinstance(shape, list) or len(shape) > 64 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 62 for s in shape):
+        raise InvalidOmError(f"{where}: shape {shape!r:.80} is not a list of non-negative ints")
+    count = math.prod(shape)
+    if ent.get("dtype") == "str":
+        strings = ent.get("strings")
+        if not isinstance(strings, list) or len(strings) != count or not all(isinstance(x, str) for x in strings):
+            raise InvalidOmError(f"{where}: strings do not match shape {shape}")
+        return np.array(strings, dtype=object).reshape(shape)
+    dt = np_dtype(ent.get("dtype")) if isinstance(ent.get("dtype"), str) else None
+    off, nb = ent.get("offset"), ent.get("nbytes")
+    if dt is None or dt.kind == "O":
+        raise InvalidOmError(f"{where}: bad dtype {ent.get('dtype')!r:.40}")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (off, nb)):
+        raise InvalidOmError(f"{where}: offset and nbytes must be integers")
+    if off < 0 or off + nb > dlen or nb != count * dt.itemsize:
+        raise InvalidOmError(f"{where}: lies outside the data section or has a bad size")
+    return np.frombuffer(buf, dtype=dt, count=count, offset=dstart + off).reshape(shape)
+
+
+def load_executable(source: str | os.PathLike | bytes | bytearray | memoryview, *,
+                    max_bytes: int | None = None) -> Executable:
     """`Executable.load` as a function (what the CLIs call)."""
-    return Executable.load(source)
+    return Executable.load(source, max_bytes=max_bytes)

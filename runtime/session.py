@@ -4,9 +4,9 @@
     [y] = sess.run(None, {"x": x})
     sess.run(None, {"x": x}, profile=True); print(sess.profile.table())
 
-At load time the session allocates ONE arena (a numpy uint8 buffer of the
-plan's size), creates a typed view for every planned activation at its offset,
-and binds each step's operand list once: weights are read-only zero-copy views
+At load time the session lays out ONE arena (a numpy uint8 buffer of the
+plan's size; each run state has one), a typed view for every planned activation
+at its offset, and binds each step's operand list once: weights are read-only zero-copy views
 into the loaded file, arena values are their views.  Only graph inputs and
 values without a slot (dynamic shapes) are looked up per run.  A kernel that
 returns its arena view (or a view onto the same bytes, e.g. a Reshape the
@@ -18,27 +18,36 @@ in their slices of its result has nothing to do and is dropped
 (`Session.elided_steps`); the Cube kernels share one set of
 scratch buffers (im2col columns, padded inputs, partial products) that the
 first run sizes and later runs reuse.
+
+Threads: the bound program is shared and read-only while runs are under way;
+what a run writes (arena, scratch, KV caches, dynamic views, planned thunks)
+lives in a `runtime.run_state.RunState` taken from the session's pool, so
+concurrent `run` calls need no lock.  ``copy=False`` outputs are views of that
+state's memory, valid until its next run; `hold` keeps one state for a series of
+runs (a generation: its KV caches and held pasts).
 """
 
 from __future__ import annotations
 
 import os
-import time
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ir.symbolic import symbols
 from ir.types import DType
-from runtime.dims import DimBinder, DynamicViews
+from runtime.dims import DimBinder
 from runtime.errors import InputError, RuntimeFailure
 from runtime.kernels import lookup_kernel
-from runtime.kernels.matmul import Scratch
 from runtime.kernels.movement import concat_in_place
-from runtime.kv_cache import KvCaches
+from runtime.kernels.shape import dims_program
 from runtime.om import Executable, decode_json_value, dtype_name, np_dtype
 from runtime.profile import Profile, StepTiming
+from runtime.run_state import HeldState, RunState, _Step
 
 __all__ = ["NodeArg", "Profile", "Session", "StepTiming"]
 
@@ -61,35 +70,13 @@ class NodeArg:
     dtype: str
 
 
-@dataclass
-class _Step:
-    index: int
-    kernel: str
-    engine: str
-    name: str
-    fn: Any
-    attrs: dict[str, Any]
-    in_idx: list[int]  # env slot per operand, -1: absent
-    out_idx: list[int]
-    outs: list[np.ndarray | None]  # arena views (None: no slot)
-    out_ptrs: list[int]
-    ins: list[Any] | None  # bound once when every operand is static
-    cost_cycles: float | None
-    dyn_outs: list[tuple[int, int]] = field(default_factory=list)  # (result, activation) with symbolic shapes
-    plan: Any = None  # the kernel's planner when every operand and result is a stable view (`runtime.kernels`)
-    thunk: Any = None  # the planned call; None: plan at the next run; False: run the kernel
-
-
-def _ptr(a: np.ndarray) -> int:
-    return a.__array_interface__["data"][0]
-
-
 class Session:
-    """Load an executable (path, bytes or `Executable`) and run it."""
+    """Load an executable (path, bytes or `Executable`) and run it; safe to share between threads."""
 
     def __init__(self, model: str | os.PathLike | bytes | bytearray | memoryview | Executable) -> None:
         self.executable = model if isinstance(model, Executable) else Executable.load(model)
         self.profile: Profile | None = None
+        self._profile_lock = threading.Lock()
         self._bind()
 
     # -- loading ------------------------------------------------------------------
@@ -97,29 +84,28 @@ class Session:
         prog = self.executable.program
         acts = prog["activations"]
         self._widx = {w: len(acts) + i for i, w in enumerate(self.executable.weights)}
-        self._alloc(acts)
-        # one set of work buffers (im2col columns, padded inputs, partial products) shared by
-        # the Cube steps: sized by the first run, reused by every later one
-        self._scratch = Scratch()
+        self._layout(acts)
+        # the load-time state: its views decide what folds and what is elided, then it is the pool's first
+        self._default = state = RunState(self)
+        self._replaceable = state.dyn.indices
         self._folded_slots: set[int] = set()
         self.folded_steps: list[str] = []  # names of the steps computed once at load (`_fold`)
         self.elided_steps: list[str] = []  # Concats whose operands sit in their slices, aliased views
-        self._steps: list[_Step] = []
+        self._templates: list[_Step] = []
         # the shape program's steps (sym.dims): run when a run's symbol values change, not every run
-        self._host_steps: list[tuple[_Step, frozenset[str]]] = []
+        self._host_templates: list[tuple[_Step, frozenset[str]]] = []
         for k, st in enumerate(prog["steps"]):
-            step = self._bind_step(k, st, acts)
+            step = self._bind_step(k, st, acts, state.env)
             if step is None:
                 continue
             if step.kernel == "sym.dims":
                 syms = frozenset(s for d in st["attrs"]["dims"] if isinstance(d, str) for s in symbols(d))
                 a = acts[st["outputs"][0]]
                 if all(isinstance(d, int) and 0 <= d <= 1 << 16 for d in a["shape"]):
-                    step.outs = [np.zeros(a["shape"], np_dtype(a["dtype"]))]  # rewritten in place per binding
-                self._host_steps.append((step, syms))
+                    step.host_buf = (a["shape"], np_dtype(a["dtype"]))
+                self._host_templates.append((step, syms))
             else:
-                self._steps.append(step)
-        self._last_dims: dict[str, int] | None = None
+                self._templates.append(step)
         self._inputs = [NodeArg(i["name"], i["shape"], _ort_type(i["dtype"]), i["dtype"])
                         for i in prog["inputs"]]
         self._input_acts = [i["act"] for i in prog["inputs"]]
@@ -128,66 +114,52 @@ class Session:
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
         self._output_dtypes = [np_dtype(o["dtype"]) for o in prog["outputs"]]
         self._symbolic_inputs = any(not isinstance(d, int) for i in self._inputs for d in i.shape)
-        self._input_specs = [(i.name, i.shape) for i in self._inputs]
         self._input_names = [i.name for i in self._inputs]
         # per input: its spec, numpy dtype and the (axis, size) of its fixed dims
         self._feed_checks = [(i, np_dtype(i.dtype), [(k, d) for k, d in enumerate(i.shape) if isinstance(d, int)])
                              for i in self._inputs]
-        self._binder = DimBinder(self._input_specs, self._ranges, prog.get("gears"))
-        self._writers: dict[int, list[tuple[_Step, int]]] = {}  # symbolic activation -> (step, result)
-        for st in self._steps:
-            for j, i in st.dyn_outs:
-                self._writers.setdefault(i, []).append((st, j))
+        self._binder = DimBinder([(i.name, i.shape) for i in self._inputs], self._ranges, prog.get("gears"))
         self._plan_steps()
+        state.attach(self)
+        # the states no run is using; LIFO, so a single thread keeps running in the same state
+        # (list.append and list.pop are atomic: no lock)
+        self._pool: list[RunState] = [state]
+        self._last = state  # the state of the latest run: `held_past`
 
     def _plan_steps(self) -> None:
         """Give the kernel's planner to each step whose operands and results keep their
         identity across runs (weights, constants, arena and KV views; not the caller's
-        feeds), and note which planned steps touch each view a new binding replaces."""
-        host_outs = {i for st, _ in self._host_steps for i in st.out_idx}
-        dyn = self._dyn.indices | host_outs
-        feeds = set(self._input_acts)
+        feeds); a state plans it on its first run and again when a view changes."""
+        host_outs = {i for st, _ in self._host_templates for i in st.out_idx}
+        self._replaceable = dyn = self._replaceable | host_outs
         stable = {i for i, s_ in enumerate(self._static) if s_} | dyn
-        stable -= feeds
-        self._planned_by: dict[int, list[_Step]] = {}  # a replaceable view -> the planned steps reading/writing it
-        for st in self._steps:
+        stable -= set(self._input_acts)
+        for st in self._templates:
             entry = lookup_kernel(st.kernel)
             if entry is None or entry.plan is None or st.fn is not entry.fn:
                 continue
             if not all(i < 0 or i in stable for i in st.in_idx) or not all(i in stable for i in st.out_idx):
                 continue
             st.plan = entry.plan
-            for i in {*st.in_idx, *st.out_idx} & dyn:
-                self._planned_by.setdefault(i, []).append(st)
 
-    def _alloc(self, acts: list[dict[str, Any]]) -> None:
-        """The arena and the value table: a view into the arena for each planned
-        activation, then the weights (read-only views into the loaded file)."""
+    def _layout(self, acts: list[dict[str, Any]]) -> None:
+        """The arena's size and slots, and the constants: the weights (read-only views
+        into the loaded file), then the results folded at load."""
         weights = self.executable.weights
         arena_bytes = int(self.executable.header.get("memory", {}).get("arena_bytes", 0))
-        need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
-        # 64-byte aligned base so every planned offset keeps its alignment
-        raw = np.zeros(need + 64, dtype=np.uint8)
-        base = (-_ptr(raw)) % 64
-        self.arena = raw[base: base + need]
-        self._raw = raw
-        env: list[Any] = [None] * (len(acts) + len(weights))
-        self._static = [False] * len(env)
+        self._arena_need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
+        self._consts: list[Any] = [None] * (len(acts) + len(weights))
+        self._static = [False] * len(self._consts)
+        self._arena_slots = []  # (activation, offset, nbytes, dtype, shape) of the planned static ones
         for i, a in enumerate(acts):
             if a["offset"] >= 0 and all(isinstance(d, int) for d in a["shape"]):
-                dt = np_dtype(a["dtype"])
-                env[i] = self.arena[a["offset"]: a["offset"] + a["nbytes"]].view(dt).reshape(a["shape"])
+                self._arena_slots.append((i, a["offset"], a["nbytes"], np_dtype(a["dtype"]), a["shape"]))
                 self._static[i] = True
         for w, i in self._widx.items():
-            env[i] = weights[w]
+            self._consts[i] = weights[w]
             self._static[i] = True
-        self._env = env
         # symbolic shapes: bound per run from the feeds, viewed at their slots planned at the bound
         self._ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in self.executable.program.get("dims", {}).items()}
-        self._kv = KvCaches(self.executable.program.get("kv_cache", []), acts, np_dtype)
-        self.kv_buffers = self._kv.buffers  # activation -> its KV cache buffer (and an i8 cache's scales)
-        self._dyn = DynamicViews(acts, self.arena, np_dtype, self.kv_buffers)
-        self._dims: dict[str, int] = {}  # this run's symbol values, read by the shape program's steps
 
     def _slot(self, ref: list[Any] | None) -> int:
         """The value-table index of an operand reference (-1: absent)."""
@@ -195,21 +167,17 @@ class Session:
             return -1
         return ref[1] if ref[0] == "a" else self._widx[ref[1]]
 
-    def _bind_step(self, k: int, st: dict[str, Any], acts: list[dict[str, Any]]) -> _Step | None:
-        """Step `k` bound to its kernel and views; None when it was folded at load or
-        is a Concat with nothing to do."""
-        env = self._env
+    def _bind_step(self, k: int, st: dict[str, Any], acts: list[dict[str, Any]], env: list[Any]) -> _Step | None:
+        """Step `k` bound to its kernel (a template each state copies and binds to its
+        views); None when it was folded at load or is a Concat with nothing to do.
+        `env` is the load-time state's value table."""
         weights = self.executable.weights
         attrs = {key: _resolve(v, weights) for key, v in st["attrs"].items()}
         entry = lookup_kernel(st["kernel"])
-        if entry is not None and entry.scratch:
-            attrs["_scratch"] = self._scratch
         if "opset" in st:
             attrs["_opset"] = st["opset"]
         if st["kernel"] == "sym.dims":
-            attrs["_dims"] = self._dims
-        if st["kernel"] == "kv.append":  # a compressed cache's held past points into this buffer
-            attrs["_held"] = self._kv.sentinel
+            attrs.update(dims_program(attrs))  # parsed once here: a run never writes the shared attrs
         attrs["_n_outputs"] = len(st["outputs"])
         in_idx = [self._slot(r) for r in st["inputs"]]
         in_types = [(None, None) if r is None else
@@ -221,7 +189,7 @@ class Session:
                 self._static[i], env[i] = False, None
         outs = [env[i] if self._static[i] else None for i in st["outputs"]]
         ins = [env[i] if i >= 0 else None for i in in_idx] if all(i < 0 or self._static[i] for i in in_idx) else None
-        if self._fold(st, fn, attrs, in_idx, len(acts), acts):
+        if self._fold(st, fn, attrs, in_idx, len(acts), acts, env):
             return None
         if entry is not None and entry.view and self._aliases(st, acts):
             self.elided_steps.append(st["name"])  # the plan put its result on its operand's bytes
@@ -230,10 +198,11 @@ class Session:
             self.elided_steps.append(st["name"])  # its operands were produced in place
             return None
         cc = st["attrs"].get("cost_cycles")
-        dyn = self._dyn.indices
-        return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), outs,
-                     [_ptr(o) if o is not None else 0 for o in outs], ins, float(cc) if cc is not None else None,
-                     [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn])
+        dyn = self._replaceable
+        return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), [], [],
+                     None, float(cc) if cc is not None else None,
+                     [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn],
+                     scratch=entry is not None and entry.scratch)
 
     def _aliases(self, st: dict[str, Any], acts: list[dict[str, Any]]) -> bool:
         """A view step whose result slot is its operand's slot (same offset and dtype,
@@ -246,7 +215,7 @@ class Session:
         return a["offset"] >= 0 and a["offset"] == r["offset"] and a["dtype"] == r["dtype"]
 
     def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
-              acts: list[dict[str, Any]]) -> bool:
+              acts: list[dict[str, Any]], env: list[Any]) -> bool:
         """Run a step whose operands are all constants once, at load, and bind its results
         as constants (as onnxruntime folds constant subgraphs at session creation).
 
@@ -255,7 +224,6 @@ class Session:
         run cost up to half of the run.  Steps the compiler marked nondeterministic are
         never folded; a step that fails here stays in the program (and reports its error
         when run)."""
-        env = self._env
         if not in_idx or any(i < 0 for i in in_idx) or any(
                 i < n_act and i not in self._folded_slots for i in in_idx):
             return False
@@ -275,12 +243,12 @@ class Session:
             static_shape = all(isinstance(d, int) for d in a["shape"])
             if (static_shape and list(r.shape) != list(a["shape"])) or (r.dtype != want and want != object):
                 return False
-            if self.arena.size and np.may_share_memory(r, self.arena):
+            if self._arena_need and np.may_share_memory(r, self._default.arena):
                 r = r.copy()
             vals.append(r)
         for slot_, r in zip(st["outputs"], vals):
             r.flags.writeable = False  # shared by every run: a kernel must not write into it
-            env[slot_] = r
+            env[slot_] = self._consts[slot_] = r
             self._static[slot_] = True
             self._folded_slots.add(slot_)
         self.folded_steps.append(st["name"])
@@ -355,133 +323,112 @@ class Session:
         return [by_name[n] for n in output_names]
 
     def run(self, output_names: list[str] | None, feeds: dict[str, Any], *, profile: bool = False,
-            copy: bool = True) -> list[np.ndarray]:
+            copy: bool = True, state: HeldState | None = None) -> list[np.ndarray]:
         """Run the program; returns copies of the requested outputs (all when None).
 
-        ``copy=False`` returns the outputs as they sit in the session's memory,
-        valid until the next run: a KV cache's ``present`` is then a view of the
-        cache buffer, and feeding it back as the next ``past`` costs no copy (the
-        generator's decode loop).  A compressed cache's present is read back from the
-        stored cache, a fresh array, only when asked for (carry it with `held_past`)."""
+        Runs in a state from the session's pool (a new one when every state is busy
+        in another thread), so threads may share a Session.  ``copy=False`` returns
+        the outputs as they sit in that state's memory, valid until the state's next
+        run: a KV cache's ``present`` is then a view of the cache buffer, and feeding
+        it back as the next ``past`` costs no copy (the generator's decode loop, which
+        holds one state, `hold`).  A compressed cache's present is read back from the
+        stored cache, a fresh array, only when asked for (carry it with `held_past`).
+        With threads, that state's next run may be another thread's: hold a state
+        (`hold`) to keep ``copy=False`` outputs.  ``state``: run in a state the caller
+        holds instead of one from the pool."""
+        if state is not None:
+            return self._run_in(state.state, output_names, feeds, profile, copy)
+        pool = self._pool
+        rs = self._take()
+        try:
+            return self._run_in(rs, output_names, feeds, profile, copy)
+        finally:
+            self._last = rs
+            pool.append(rs)
+
+    @contextmanager
+    def hold(self) -> Iterator[HeldState]:
+        """A state kept for a series of runs, e.g. one generation: its KV caches carry
+        over, its ``copy=False`` outputs stay valid until its next run and no other
+        thread runs in it meanwhile.
+
+            with sess.hold() as h:
+                logits, present = h.run(None, feeds, copy=False)
+                past = h.held_past("past_key_values.0.key")
+        """
+        state = self._take()
+        try:
+            yield HeldState(self, state)
+        finally:
+            self._pool.append(state)
+
+    def _take(self) -> RunState:
+        """A state no run is using: the pool's latest, or a new one."""
+        try:
+            return self._pool.pop()
+        except IndexError:
+            return RunState(self).attach(self)
+
+    def _run_in(self, state: RunState, output_names: list[str] | None, feeds: dict[str, Any], profile: bool,
+                copy: bool) -> list[np.ndarray]:
         arrays = self._check_feeds(feeds)
         picks = self._picks(output_names)
-        env = self._env
+        env = state.env
         if self._symbolic_inputs:
-            self._bind_symbols(arrays)
+            state.bind_symbols(self._binder.bind(arrays))
         for a, i in zip(arrays, self._input_acts):
             env[i] = a
-        prof = None
-        if profile:
-            if self.profile is None:
-                self.profile = Profile()
-            prof = self.profile
-            prof.runs += 1
-            t_base = time.perf_counter()
+        timings: list[StepTiming] | None = [] if profile else None
         try:
-            for st in self._steps:
-                if prof is not None:
-                    t0 = time.perf_counter()
-                th = st.thunk
-                if th:  # planned: the kernel's call with its views bound
-                    th()
-                else:
-                    ins = st.ins if st.ins is not None else [env[i] if i >= 0 else None for i in st.in_idx]
-                    if th is None and st.plan is not None:
-                        th = st.thunk = st.plan(ins, st.attrs, st.outs) or False
-                    if th:
-                        th()
-                    else:
-                        res = st.fn(ins, st.attrs, st.outs)
-                        outs = st.outs
-                        if not (len(outs) == 1 and res and res[0] is outs[0]):  # else: written in place
-                            self._store(st, res)
-                if prof is not None:
-                    t1 = time.perf_counter()
-                    prof.steps.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
-                                                 st.cost_cycles))
-        except (RuntimeFailure, MemoryError):
-            raise
-        except Exception as e:
-            raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: {type(e).__name__}: {e}") from e
-        results = []
-        for i in picks:
-            v = env[self._output_slots[i]]
-            dt = self._output_dtypes[i]
-            if v is None:  # a compressed KV cache's present: read back (a fresh array) only when asked for
-                results.append(self._kv.read(self._output_slots[i], env, dt))
-                continue
-            results.append(np.array(v, dtype=dt if dt != object else v.dtype, copy=True) if copy else v)
-        for i in self._input_acts:
-            env[i] = None  # do not keep the caller's arrays alive
-        return results
+            state.execute(timings)
+            return [self._output(state, i, copy) for i in picks]
+        finally:
+            for i in self._input_acts:
+                env[i] = None  # do not keep the caller's arrays alive
+            if timings is not None:
+                with self._profile_lock:
+                    if self.profile is None:
+                        self.profile = Profile()
+                    self.profile.runs += 1
+                    self.profile.steps.extend(timings)
+
+    def _output(self, state: RunState, i: int, copy: bool) -> np.ndarray:
+        v = state.env[self._output_slots[i]]
+        dt = self._output_dtypes[i]
+        if v is None:  # a compressed KV cache's present: read back (a fresh array) only when asked for
+            return state.kv.read(self._output_slots[i], state.env, dt)
+        return np.array(v, dtype=dt if dt != object else v.dtype, copy=True) if copy else v
 
     def held_past(self, name: str, drop: int = 0) -> np.ndarray:
         """For past input `name` of a compressed KV cache (`held_pasts`): the past standing for
-        what the cache holds after the last run, less its `drop` oldest positions.  Fed back,
+        what the cache holds after the latest run, less its `drop` oldest positions.  Fed back,
         the run writes only the new positions; its values are not the cache's (read the
-        present output for those).  See `runtime.kv_cache`."""
-        return self._kv.held_past(name, self._env, drop)
+        present output for those).  See `runtime.kv_cache`.  With threads, the latest run
+        may be another thread's: carry a cache in a held state (`hold`) instead."""
+        return self._last.held_past(name, drop)
 
     @property
     def held_pasts(self) -> frozenset[str]:
         """The past inputs of compressed KV caches: carried from run to run with `held_past`."""
-        return self._kv.held
+        return self._default.kv.held
 
-    def _bind_symbols(self, arrays: list[np.ndarray]) -> None:
-        """Bind the symbols from the feeds' shapes and point every symbolic
-        activation whose shape changed (and the steps writing it) at its new view."""
-        dims = self._binder.bind(arrays)
-        last = self._last_dims
-        if dims == last:
-            return
-        self._dims.clear()
-        self._dims.update(dims)
-        env = self._env
-        writers, planned = self._writers, self._planned_by
-        for i, v, ptr in self._dyn.changed(dims):
-            env[i] = v
-            for st, j in writers.get(i, ()):
-                st.outs[j] = v
-                st.out_ptrs[j] = ptr
-            for st in planned.get(i, ()):
-                st.thunk = None
-        for st, syms in self._host_steps:
-            if last is None or any(dims.get(s) != last.get(s) for s in syms):
-                try:
-                    res = st.fn([], st.attrs, st.outs)  # into its own small buffer when the shape fits
-                except Exception as e:
-                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) failed: "
-                                         f"{type(e).__name__}: {e}") from e
-                i = st.out_idx[0]
-                if res[0] is not env[i]:  # a new array: the steps planned on the old one plan again
-                    env[i] = res[0]
-                    for p_st in self._planned_by.get(i, ()):
-                        p_st.thunk = None
-        self._last_dims = dims
+    # -- the load-time state (the one a single thread runs in) ---------------------------
+    @property
+    def kv_buffers(self) -> dict[int, np.ndarray]:
+        """Activation -> its KV cache buffer (and an i8 cache's scales), of the load-time state."""
+        return self._default.kv.buffers
 
-    def _store(self, st: _Step, res: Any) -> None:
-        """Put step `st`'s results in place: copied into their arena views unless the
-        kernel wrote there itself, kept as they are for values without a slot."""
-        env, arena = self._env, self.arena
-        for j, slot_ in enumerate(st.out_idx):
-            if j >= len(res):
-                raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}) returned {len(res)} results, "
-                                     f"expected {len(st.out_idx)}")
-            r = res[j]
-            view = st.outs[j]
-            if view is None:
-                r = np.asarray(r)
-                if arena.size and np.may_share_memory(r, arena):
-                    r = r.copy()  # the slot it views may be reused by a later step
-                env[slot_] = r
-            elif r is not view:
-                if not isinstance(r, np.ndarray):
-                    r = np.asarray(r)
-                if r.shape != view.shape:
-                    raise RuntimeFailure(f"step {st.index} ({st.kernel} {st.name!r}): result {j} has shape "
-                                         f"{list(r.shape)}, the program says {list(view.shape)}")
-                if _ptr(r) != st.out_ptrs[j] or r.strides != view.strides or r.dtype != view.dtype:
-                    np.copyto(view, r, casting="unsafe")
+    @property
+    def arena(self) -> np.ndarray:
+        return self._default.arena
+
+    @property
+    def _steps(self) -> list[_Step]:
+        return self._default.steps
+
+    @property
+    def _scratch(self) -> Any:
+        return self._default.scratch
 
 
 def _resolve(v: Any, weights: dict[str, np.ndarray]) -> Any:

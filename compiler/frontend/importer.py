@@ -30,7 +30,7 @@ from compiler.frontend.normalize import NodeBuild, normalize
 from compiler.frontend.onnx_model import DEFAULT_DOMAINS, LoadedModel, TypeProblem, convert_type
 from compiler.frontend.support import kind_of
 from ir.core import Graph, Op, Value
-from ir.errors import InternalError, UnsupportedModelError
+from ir.errors import AtcError, InternalError, UnsupportedModelError
 from ir.ops.shape import fold_symbolically, shape_value_op
 from ir.registry import TypeInferenceError, foldable, infer_types, lookup
 from ir.types import DType, TensorType
@@ -61,11 +61,17 @@ def tensor_to_array(t: onnx.TensorProto, base_dir: str = "") -> np.ndarray:
 def sparse_to_array(sp: onnx.SparseTensorProto, base_dir: str = "") -> np.ndarray:
     values = tensor_to_array(sp.values, base_dir)
     idx = tensor_to_array(sp.indices, base_dir).astype(np.int64)
-    dense = np.zeros(tuple(sp.dims), values.dtype)
-    if idx.ndim == 1:
-        dense.reshape(-1)[idx] = values
-    else:
-        dense[tuple(idx.T)] = values
+    dims = tuple(int(d) for d in sp.dims)
+    try:
+        if any(d < 0 for d in dims) or (idx.size and idx.min() < 0):
+            raise ValueError(f"negative dims {list(dims)} or indices")
+        dense = np.zeros(dims, values.dtype)
+        if idx.ndim == 1:
+            dense.reshape(-1)[idx] = values
+        else:
+            dense[tuple(idx.T)] = values
+    except (ValueError, IndexError, MemoryError) as e:
+        raise UnsupportedModelError(f"sparse tensor {sp.values.name!r} {list(dims)} cannot be read: {e}") from None
     return dense
 
 
@@ -185,7 +191,8 @@ class Importer:
             raise UnsupportedModelError(msg) from None
         if len(inferred) != len(names):
             op.drop_operands()
-            raise InternalError(f"{kind}: inference gives {len(inferred)} results, the node has {len(names)}")
+            msg = f"{where or kind}: the op has {len(inferred)} results, the node {len(names)}"
+            raise (InternalError if self.strict else UnsupportedModelError)(msg)
         for r, t in zip(op.results, inferred):
             r.type = t
         return self.graph.insert(op)
@@ -200,7 +207,7 @@ class Importer:
             assert t is not None  # find_problems rejected untyped inputs
             self.env[vi.name] = self.graph.add_input(vi.name, t)
         for node in g.node:
-            self.node(node)
+            self.guarded_node(node)
         for vi in g.output:
             v = self.value_of(vi.name, f"graph output {vi.name!r}")
             self.graph.outputs.append(v)
@@ -224,6 +231,19 @@ class Importer:
     def where(self, node: onnx.NodeProto) -> str:
         name = repr(node.name) if node.name else "(unnamed)"
         return f"{kind_of(node)} (node {name}, opset {self.lm.domain_opset(node.domain)})"
+
+    def guarded_node(self, node: onnx.NodeProto) -> None:
+        """`node`, with any failure on a model the checker passed reported as a model problem
+        naming the node (strict mode, for tests, keeps the raw exception)."""
+        try:
+            self.node(node)
+        except AtcError:
+            raise
+        except Exception as e:  # hostile models must end in exit 3, not a traceback
+            if self.strict:
+                raise
+            log.debug("importing %s failed", self.where(node), exc_info=True)
+            raise UnsupportedModelError(f"{self.where(node)}: cannot be imported: {type(e).__name__}: {e}") from None
 
     def node(self, node: onnx.NodeProto) -> None:
         kind = kind_of(node)

@@ -212,8 +212,29 @@ def _explicit_pads(nb: NodeBuild, kernel: list[int], transpose: bool = False) ->
     nb.attrs["pads"] = begin + end
 
 
+def _check_channels(nb: NodeBuild) -> None:
+    """Channels the weight expects vs the input's (ONNX shape inference does not check them;
+    onnxruntime fails at run time)."""
+    x, w = nb.operands[0], nb.operands[1]
+    group = nb.attrs.get("group", 1)
+    if x is None or w is None or x.type.rank < 3 or w.type.rank != x.type.rank:
+        return
+    if not isinstance(group, int) or group < 1:
+        raise nb.fail(f"group {group!r} must be a positive integer")
+    c, wc, wo = x.type.shape[1], w.type.shape[1], w.type.shape[0]
+    if nb.kind == "Conv":
+        want, per_group = (wc * group if isinstance(wc, int) else None), wo
+    else:
+        want, per_group = wo, wo
+    if isinstance(c, int) and want is not None and c != want:
+        raise nb.fail(f"the input has {c} channels, the weight {w.type} with group {group} expects {want}")
+    if isinstance(per_group, int) and per_group % group:
+        raise nb.fail(f"weight {w.type}: {per_group} channels do not split into {group} groups")
+
+
 @_normalizer("Conv", "ConvTranspose")
 def _conv(nb: NodeBuild) -> None:
+    _check_channels(nb)
     w = nb.operands[1]
     if not nb.attrs.get("kernel_shape"):
         nb.attrs["kernel_shape"] = [int(d) for d in w.type.shape[2:]]

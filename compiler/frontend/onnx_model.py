@@ -18,6 +18,7 @@ import onnx
 import onnx.inliner
 from google.protobuf.message import DecodeError
 
+from compiler.frontend.validate import check_loaded, check_with_onnx, dtype_name
 from ir.errors import UnsupportedModelError, UsageError
 from ir.types import Dim, DType, TensorType
 
@@ -71,6 +72,7 @@ def load_model(model: ModelLike) -> LoadedModel:
         raise UsageError(f"cannot load an ONNX model from a {type(model).__name__}")
     if not proto.HasField("graph") or proto.ir_version <= 0 or not proto.graph.output:
         raise UnsupportedModelError("not an ONNX model: it has no graph, IR version or outputs")
+    check_loaded(proto)
     opsets: dict[str, int] = {}
     for o in proto.opset_import:
         opsets["" if o.domain in DEFAULT_DOMAINS else o.domain] = int(o.version)
@@ -155,6 +157,7 @@ def shape_model(lm: LoadedModel, input_shapes: dict[str, list[Dim]] | None) -> o
     g.output.extend(sg.output)
     g.value_info.extend(sg.value_info)
     g.sparse_initializer.extend(sg.sparse_initializer)
+    m.functions.extend(src.functions)
     return m
 
 
@@ -171,13 +174,11 @@ def _set_shape(vi: onnx.ValueInfoProto, shape: list[Dim]) -> None:
 
 
 def infer_value_types(m: onnx.ModelProto) -> tuple[dict[str, onnx.TypeProto], list[str]]:
-    """Run the checker (leniently: findings become warnings) and shape inference with data
-    propagation; returns every known value's TypeProto by name and the warnings."""
+    """Run the checker and strict shape inference (`check_with_onnx`: an invalid model is an
+    `UnsupportedModelError`), then lenient shape inference with data propagation; returns every known value's
+    TypeProto by name and the warnings."""
     warnings: list[str] = []
-    try:
-        onnx.checker.check_model(m)
-    except (onnx.checker.ValidationError, ValueError) as e:
-        warnings.append(f"onnx.checker: {str(e).splitlines()[0]}")
+    check_with_onnx(m)
     inferred = m
     for kwargs in ({"data_prop": True}, {}):
         try:
@@ -229,7 +230,7 @@ def convert_type(tp: onnx.TypeProto | None) -> TensorType | None:
     try:
         dtype = DType.from_onnx(tt.elem_type)
     except TypeError:
-        name = onnx.TensorProto.DataType.Name(tt.elem_type)
+        name = dtype_name(tt.elem_type)
         raise TypeProblem("dtype", f"element type {name} is not supported by atcpy's IR") from None
     if not tt.HasField("shape"):
         raise TypeProblem("rank", "tensor of unknown rank")

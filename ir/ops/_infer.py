@@ -95,6 +95,17 @@ def trusted(op: Op, why: str) -> list[TensorType]:
 
 
 def conv_out_dim(size: Dim, k: int, stride: int, dil: int, pad_begin: int, pad_end: int, ceil: bool = False) -> Dim:
+    """Windows along one axis; a window that does not fit the padded input (or a
+    stride/dilation below 1, a negative pad) is a `TypeInferenceError`, never a
+    negative or empty dim."""
+    if stride < 1 or dil < 1 or k < 1:
+        raise TypeInferenceError(f"kernel {k}, stride {stride}, dilation {dil}: each must be at least 1")
+    if pad_begin < 0 or pad_end < 0:
+        raise TypeInferenceError(f"negative pads ({pad_begin}, {pad_end})")
     if not isinstance(size, int):
         return "?"
-    return window_out(size, k, stride, dil, pad_begin, pad_end, ceil)
+    out = window_out(size, k, stride, dil, pad_begin, pad_end, ceil)
+    if out < 1:
+        raise TypeInferenceError(f"a window of {k} (dilation {dil}) does not fit the padded input "
+                                 f"({size} + {pad_begin} + {pad_end})")
+    return out

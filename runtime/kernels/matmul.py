@@ -32,11 +32,11 @@ __all__ = ["Scratch", "acc_dtype", "activate", "matmul", "relu_", "scratch"]
 
 
 class Scratch:
-    """Grow-only work buffers shared by the steps of one session.
+    """Grow-only work buffers shared by the steps of one run state (`runtime.run_state`).
 
     Steps run one at a time, so every step may use buffer ``key`` freely; the
-    first run sizes them, later runs allocate nothing.  Not thread-safe (nor is
-    the session's arena).
+    first run sizes them, later runs allocate nothing.  Not thread-safe: each of
+    a session's run states has its own, as it has its own arena.
     """
 
     def __init__(self) -> None:

@@ -17,16 +17,23 @@ from ir.symbolic import dim_value, parse_dim
 from ir.types import DType
 from runtime.kernels import kernel, slot
 
-__all__: list[str] = []
+__all__ = ["dims_program"]
+
+
+def dims_program(attrs: dict) -> dict:
+    """The parsed dims (``_exprs``) and result dtype (``_dtype``) of a ``sym.dims`` step:
+    the Session adds them to the step's attributes at load, so a run parses nothing
+    and writes nothing into attributes that concurrent runs share."""
+    return {"_exprs": [d if isinstance(d, int) else parse_dim(d) for d in attrs["dims"]],
+            "_dtype": DType(attrs.get("dtype", "i64")).numpy}
 
 
 @kernel("sym.dims")
 def _sym_dims(inputs, attrs, out):
     env = attrs.get("_dims") or {}
-    exprs = attrs.get("_exprs")
-    if exprs is None:  # parsed once, kept with the step's attributes
-        exprs = attrs["_exprs"] = [d if isinstance(d, int) else parse_dim(d) for d in attrs["dims"]]
-        attrs["_dtype"] = DType(attrs.get("dtype", "i64")).numpy
+    if "_exprs" not in attrs:  # called outside a session
+        attrs = {**attrs, **dims_program(attrs)}
+    exprs = attrs["_exprs"]
     try:
         vals = [e if type(e) is int else e.value(env) for e in exprs]
     except AttributeError:  # a dim with no value ("?")

@@ -124,13 +124,16 @@ def test_missing_flags_and_files_are_usage_errors(tmp_path, capsys) -> None:
 
 
 def _loop_model(path: Path) -> Path:
-    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"])], "body",
+    body = helper.make_graph([helper.make_node("Identity", ["c"], ["c_out"]), helper.make_node("Neg", ["v"], ["v_out"])],
+                             "body",
                              [helper.make_tensor_value_info("i", TensorProto.INT64, []),
-                              helper.make_tensor_value_info("c", TensorProto.BOOL, [])],
-                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, [])])
+                              helper.make_tensor_value_info("c", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("v", TensorProto.FLOAT, [2])],
+                             [helper.make_tensor_value_info("c_out", TensorProto.BOOL, []),
+                              helper.make_tensor_value_info("v_out", TensorProto.FLOAT, [2])])
     nodes = [
         helper.make_node("Relu", ["x"], ["y"], name="relu"),
-        helper.make_node("Loop", ["n", "cond"], [], name="my_loop", body=body),
+        helper.make_node("Loop", ["n", "cond", "x"], ["v_final"], name="my_loop", body=body),
         helper.make_node("If", ["cond"], ["z"], name="my_if", then_branch=helper.make_graph(
             [helper.make_node("Identity", ["x"], ["t"])], "t", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, [2])]),
             else_branch=helper.make_graph(
