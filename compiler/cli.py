@@ -1,7 +1,7 @@
 """`atcpy`: the command line, with ATC's flag names and meanings where they apply.
 
     atcpy --model=x.onnx --framework=5 --soc_version=Ascend310P3 --output=out/x
-    atcpy --mode=3 --model=x.onnx --soc_version=Ascend310P3        # precheck, writes nothing
+    atcpy --mode=3 --model=x.onnx --soc_version=Ascend310P3        # precheck (writes only --report)
     atcpy --mode=1 --om=out/x.om --json=out/x.json                  # .om as readable JSON
     atcpy --mode=6 --om=out/x.om                                    # summary of an .om
 
@@ -12,15 +12,18 @@ error's exit code (2 usage, 3 unsupported model, 4 invalid .om, 1 internal).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ir.errors import AtcError, UsageError
+from runtime.cli import _HelpFormatter, check_not_onnx, package_version, regular_file
 from runtime.om import write_atomic
 
 if TYPE_CHECKING:
@@ -38,17 +41,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="atcpy", description="Compile an ONNX model into an atcpy .om executable.")
+    p = _Parser(prog="atcpy", description="Compile an ONNX model into an atcpy .om executable.",
+                formatter_class=_HelpFormatter)
     a = p.add_argument
+    a("--version", action="version", version=f"%(prog)s {package_version()}")
     a("--mode", type=int, default=0, choices=[0, 1, 3, 6],
-      help="0 compile (default), 1 .om to JSON, 3 precheck only, 6 print an .om summary")
+      help="0 compile, 1 .om to JSON, 3 precheck only, 6 print an .om summary")
     a("--model", help="the ONNX model file")
     a("--framework", type=int, default=5, help="5 = ONNX (the only framework supported)")
     a("--output", help="output path without extension; writes OUTPUT.om")
     a("--soc_version", default=None, help="target SoC, e.g. Ascend310P3, Ascend310, Ascend910B")
     a("--input_shape", default=None, help='"name:1,3,224,224;name2:1,10" fixes input shapes')
     a("--input_format", default="NCHW", choices=["NCHW", "NHWC", "ND"],
-      help="layout of 4-D inputs as fed: NCHW (default) or ND leave them as the model has them; NHWC feeds "
+      help="layout of 4-D inputs as fed: NCHW or ND leave them as the model has them; NHWC feeds "
            "them NHWC (one Transpose at the input; --input_shape is then NHWC too)")
     a("--dim_range", default=None,
       help='"sequence_length:1~64;past_sequence_length:0~63" bounds named dims: one .om runs every shape '
@@ -63,20 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
       help="force_fp32 | must_keep_origin_dtype | force_fp16 | allow_fp32_to_fp16 | allow_quantize")
     a("--calibration_data", default=None, help=".npz (one array per input, samples first) or a directory of .npy/.bin")
     a("--calibration_method", default="percentile", help="max | percentile | entropy")
-    a("--calibration_percentile", type=float, default=99.9)
+    a("--calibration_percentile", type=float, default=99.9, help="the percentile method's clip point")
     a("--quant_type", default=None, choices=["W8A8", "W8A16", "W4A16"],
       help="W8A16 / W4A16: weight-only INT8 / INT4 (group-wise scales along K, activations in float); "
            "W8A8: the calibrated INT8 path (= --precision_mode=allow_quantize)")
     a("--weight_group_size", type=int, default=128, help="weights per scale along K for W8A16/W4A16 (32, 64, 128)")
     a("--weight_rounding", default="rtn", choices=["rtn", "gptq"], help="round to nearest, or GPTQ's error feedback")
     a("--weight_symmetric", default="true", choices=["true", "false"],
-      help="true: zero point 0 per group (default); false: a zero point per group")
+      help="true: zero point 0 per group; false: a zero point per group")
     a("--kv_cache_dtype", default=None, choices=["fp32", "fp16", "int8"],
       help="the KV cache's storage: the model's dtype (default), fp16, or int8 with a scale per token and head")
     a("--compress_kv_cache", default="false", choices=["true", "false"], help="true: --kv_cache_dtype=int8")
     a("--keep_dtype", default=None, help="file listing op names or OpType::X kept in original precision")
     a("--accuracy_report", default=None, help="write the INT8 accuracy report (JSON) here")
-    a("--op_select_implmode", default="high_performance", choices=["high_performance", "high_precision"])
+    a("--op_select_implmode", default="high_performance", choices=["high_performance", "high_precision"],
+      help="kernel variants: fast approximations, or exact ones")
     a("--op_engine", default=None, help='per-op-type engine override, e.g. "Softmax=aicpu,MatMul=vector"')
     a("--mem_limit", default=None, help="memory budget (bytes, or with K/M/G suffix) instead of the SoC's DDR")
     a("--passes", default=None, help='pipeline override, e.g. "canonicalize,fuse,tile{size=256}"')
@@ -117,11 +123,42 @@ def parse_bytes(spec: str | None) -> int | None:
     units = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
     s = spec.strip().upper().removesuffix("B").removesuffix("I")
     try:
-        if s and s[-1] in units:
-            return int(float(s[:-1]) * units[s[-1]])
-        return int(s)
-    except ValueError:
+        n = int(float(s[:-1]) * units[s[-1]]) if s and s[-1] in units else int(s)
+    except (ValueError, OverflowError):
         raise UsageError(f"--mem_limit: cannot read {spec!r} as a size (e.g. 512M, 8G, 1048576)") from None
+    if n <= 0:
+        raise UsageError(f"--mem_limit={spec} must be positive (e.g. 512M, 8G, 1048576)")
+    return n
+
+
+def output_file(flag: str, path: str | os.PathLike) -> Path:
+    """`path` if a file can be written there: it is a regular file or nothing yet, and the nearest
+    existing parent is a directory; else a usage error naming the path."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as e:
+        raise UsageError(f"{flag}: cannot write {str(path)!r}: {e.strerror}") from None
+    if mode is not None and stat.S_ISDIR(mode):
+        raise UsageError(f"{flag}: {str(path)!r} is a directory; give a file path")
+    if mode is not None and not stat.S_ISREG(mode):
+        raise UsageError(f"{flag}: {str(path)!r} is not a regular file (a device, FIFO or socket); give a file path")
+    parent = path.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UsageError(f"{flag}: cannot write {str(path)!r}: {str(parent)!r} is not a directory")
+    return path
+
+
+def _om_path(output: str) -> Path:
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        raise UsageError(f"--output: {output!r} is a directory; give a file path without extension, "
+                         f"e.g. {os.path.join(output, 'model')}")
+    out = Path(output)
+    return output_file("--output", out if out.suffix == ".om" else out.with_name(out.name + ".om"))
 
 
 def _require(args: argparse.Namespace, *names: str) -> None:
@@ -135,8 +172,12 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
 
     if args.framework != 5:
         raise UsageError(f"--framework={args.framework} is not supported; atcpy reads ONNX models (--framework=5)")
-    if args.model and not Path(args.model).is_file():
-        raise UsageError(f"--model: no such file {args.model!r}")
+    if args.model:
+        regular_file("--model", args.model, UsageError)
+    if args.calibration_data and not (args.precision_mode == "allow_quantize" or args.quant_type == "W8A8"
+                                      or args.weight_rounding == "gptq"):
+        print("atcpy: warning: --calibration_data is ignored: it is read only with --precision_mode=allow_quantize "
+              "(or --quant_type=W8A8) or --weight_rounding=gptq", file=sys.stderr)
     return CompileOptions(
         soc_version=args.soc_version,
         input_shapes=parse_input_shape(args.input_shape),
@@ -151,7 +192,7 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
         passes=args.passes,
         verify_each=args.verify_each,
         dump_ir=args.dump_ir,
-        pass_timing=args.pass_timing,
+        pass_timing=False,  # the CLI prints the table itself (the driver would log it a second time)
         mem_limit=parse_bytes(args.mem_limit),
         calibration_data=args.calibration_data,
         calibration_method=args.calibration_method,
@@ -174,21 +215,15 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
     _require(args, "model", "soc_version")
     if not precheck:
         _require(args, "output")
+    report_path = output_file("--report", args.report) if args.report else None
+    om_path = None if precheck else _om_path(args.output)
+    if args.accuracy_report:
+        output_file("--accuracy_report", args.accuracy_report)
     opts = _compile_options(args)
     if precheck:
-        from compiler.precheck import precheck as run_precheck
-
-        kwargs = {k: getattr(opts, k) for k in opts.field_names() if k != "soc_version"}
-        problems, report = run_precheck(args.model, args.soc_version, **kwargs)
-        if report:
-            print(format_summary(report))
-        if problems:
-            for p in problems:
-                print(f"  - {p}")
-            raise _PrecheckFailed(len(problems))
-        print(f"atcpy precheck success: {args.model} can be compiled for {args.soc_version}.")
-        return 0
-    exe = compile_with(args.model, opts)
+        return _precheck(args, opts, report_path)
+    with _report_on_failure(args, report_path):
+        exe = compile_with(args.model, opts)
     report = exe.full_report  # with wall times; the .om keeps a copy without them
     if args.pass_timing:
         from compiler.pipeline import format_timing
@@ -198,11 +233,9 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
         from compiler.accuracy import write_accuracy_report
 
         write_accuracy_report(args.model, exe, opts, Path(args.accuracy_report))
-    out = Path(args.output)
-    om_path = out if out.suffix == ".om" else out.with_name(out.name + ".om")
     exe.save(om_path)
-    if args.report:
-        write_atomic(Path(args.report), (json.dumps(report, indent=2, sort_keys=True) + "\n").encode())
+    if report_path is not None:
+        _write_json(report_path, report)
     logging.getLogger("atcpy").info("\n%s", format_summary(report))
     mem = report["memory"]
     print(
@@ -213,26 +246,63 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _report_on_failure(args: argparse.Namespace, report_path: Path | None) -> Iterator[None]:
+    """A model problem (exit 3) still writes --report, as ATC's precheck writes its result file."""
+    try:
+        yield
+    except AtcError as e:
+        if e.exit_code == 3 and report_path is not None:
+            _write_json(report_path, {"model": args.model, "soc_version": args.soc_version, "status": "failed",
+                                      "error": f"{e.kind}: {e}", "problems": [str(e)]})
+        raise
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _precheck(args: argparse.Namespace, opts: CompileOptions, report_path: Path | None) -> int:
+    from compiler.precheck import precheck as run_precheck
+    from compiler.report import format_summary
+
+    kwargs = {k: getattr(opts, k) for k in opts.field_names() if k != "soc_version"}
+    with _report_on_failure(args, report_path):
+        problems, report = run_precheck(args.model, args.soc_version, **kwargs)
+    if report:
+        print(format_summary(report))
+    if report_path is not None:
+        _write_json(report_path, {**(report or {}), "model": args.model, "soc_version": args.soc_version,
+                                  "status": "failed" if problems else "ok", "problems": list(map(str, problems))})
+    if problems:
+        for p in problems:
+            print(f"  - {p}")
+        raise _PrecheckFailed(len(problems), report_path)
+    print(f"atcpy precheck success: {args.model} can be compiled for {args.soc_version}.")
+    return 0
+
+
 class _PrecheckFailed(AtcError):
     exit_code = 3
     kind = "precheck failed"
 
-    def __init__(self, n: int) -> None:
-        super().__init__(f"{n} problem(s) found; nothing was written")
+    def __init__(self, n: int, report: Path | None = None) -> None:
+        wrote = f"only the report {report} was written" if report else "nothing was written"
+        super().__init__(f"{n} problem(s) found; {wrote}")
 
 
 def _load_om(path: str):
     from runtime.om import load_executable
 
-    if not Path(path).is_file():
-        raise UsageError(f"--om: no such file {path!r}")
+    check_not_onnx(regular_file("--om", path, UsageError))
     return load_executable(path)
 
 
 def _mode_json(args: argparse.Namespace) -> int:
     _require(args, "om", "json")
+    json_path = output_file("--json", args.json)
     exe = _load_om(args.om)
-    write_atomic(Path(args.json), (json.dumps(exe.to_json(), indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(json_path, (json.dumps(exe.to_json(), indent=2, sort_keys=True) + "\n").encode())
     print(f"atcpy run success: wrote {args.json}")
     return 0
 

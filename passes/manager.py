@@ -19,6 +19,7 @@ a temporary directory when no dump directory was given).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import time
 import types
@@ -65,7 +66,8 @@ class PassFailure(RuntimeError):
         self.dump_path = dump_path
         self.cause = cause
         after = f"after {', '.join(before)}" if before else "as the first pass"
-        where = f"; its input IR is in {dump_path}" if dump_path else ""
+        where = (f"; its input IR is in {dump_path}" if dump_path
+                 else "; for a dump of its input IR, rerun with --dump_ir=DIR or --log=debug")
         what = "left IR that does not verify" if isinstance(cause, VerifyError) else "failed"
         if pass_name == INPUT:
             super().__init__(f"the input IR does not verify (no pass has run): {cause}")
@@ -292,8 +294,9 @@ class PassManager:
                 raise PassFailure(INPUT, [], None, e) from e
         done: list[str] = []
         for i, p in enumerate(self.passes, start=1):
-            # a cheap snapshot (arrays shared) so a failure can show the IR the pass was given
-            before = graph.clone() if self.dump_dir is None else None
+            # a cheap snapshot (arrays shared) so a failure can show the IR the pass was given;
+            # only when asked for (--log=debug), so a failing compile leaves nothing in /tmp otherwise
+            before = graph.clone() if self.dump_dir is None and log.isEnabledFor(logging.DEBUG) else None
             t0 = time.perf_counter()
             try:
                 changed = bool(p.run(graph, ctx))
@@ -314,6 +317,10 @@ class PassManager:
         return [r.as_dict() for r in self.results]
 
     def _failure_dump(self, i: int, name: str, before: Graph | None, after: Graph) -> Path | None:
+        """The failing pass's input IR (and what it left): beside --dump_ir's dumps, or with
+        --log=debug in a fresh ``atcpy-pass-failure-*`` temp directory; otherwise none."""
+        if self.dump_dir is None and before is None:
+            return None
         if before is None:  # dumps are on: the previous dump is the failing pass's input
             assert self.dump_dir is not None
             prev = sorted(self.dump_dir.glob(f"{i - 1:02d}-*.ir"))

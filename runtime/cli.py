@@ -27,6 +27,7 @@ import argparse
 import io
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -37,7 +38,7 @@ import numpy as np
 from runtime.errors import InputError, OmFormatError, RuntimeFailure
 from runtime.om import np_dtype, write_atomic
 
-__all__ = ["generate_main", "load_inputs", "main", "safe_filename"]
+__all__ = ["check_not_onnx", "generate_main", "load_inputs", "main", "package_version", "regular_file", "safe_filename"]
 
 
 class _UsageError(Exception):
@@ -47,6 +48,65 @@ class _UsageError(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, our exit code, no usage dump
         raise _UsageError(message)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: ...)`` for flags that have a default worth showing (not None or False)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def package_version() -> str:
+    """atcpy's version: the installed distribution's, else the one pyproject.toml beside the source names."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("atcpy")
+    except metadata.PackageNotFoundError:
+        import tomllib
+
+        try:
+            with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+                return str(tomllib.load(f)["project"]["version"])
+        except (OSError, KeyError, ValueError):
+            return "unknown"
+
+
+def regular_file(flag: str, path: str, error: type[Exception]) -> Path:
+    """`path` if it names a regular file (or a link to one); else `error` naming the path and what it is."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise error(f"{flag}: no such file {path!r}") from None
+    except OSError as e:
+        raise error(f"{flag}: cannot open {path!r}: {e.strerror}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"{flag}: {path!r} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise error(f"{flag}: {path!r} is not a regular file (a device, FIFO or socket)")
+    return Path(path)
+
+
+_ONNX_TAGS = (0x12, 0x1A, 0x22, 0x2A, 0x32, 0x3A, 0x42)  # ModelProto fields 2-8, which follow ir_version
+
+
+def check_not_onnx(path: str | os.PathLike) -> None:
+    """An ONNX model given where an .om belongs: say so (exit 4) instead of reporting its bytes as bad magic."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return  # the loader reports it
+    if head.startswith(b"ATCPYOM"):
+        return
+    looks_onnx = len(head) >= 3 and head[0] == 0x08 and head[2] in _ONNX_TAGS  # ir_version, then a field
+    if path.suffix.lower() == ".onnx" or looks_onnx:
+        raise OmFormatError(f"{path}: this is an ONNX model, not an .om executable; compile it first with "
+                            f"atcpy --model={path} --soc_version=<SoC> --output=<name>")
 
 
 def safe_filename(name: str) -> str:
@@ -78,6 +138,7 @@ def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     names = [s.name for s in specs]
     if len(paths) == 1 and paths[0].lower().endswith(".npz"):
+        regular_file("--input", paths[0], InputError)
         try:
             with np.load(paths[0], allow_pickle=False) as z:
                 arrays = {k: z[k] for k in z.files}
@@ -91,10 +152,7 @@ def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
     if len(paths) != len(specs):
         raise InputError(f"{len(paths)} input file(s) given, the model has {len(specs)} input(s): {', '.join(names)}")
     for p, spec in zip(paths, specs):
-        path = Path(p)
-        if not path.is_file():
-            raise InputError(f"{p}: no such input file")
-        feeds[spec.name] = _load_one(path, spec)
+        feeds[spec.name] = _load_one(regular_file("--input", p, InputError), spec)
     return feeds
 
 
@@ -115,24 +173,26 @@ def _write_output(outdir: Path, name: str, arr: np.ndarray, fmt: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="atcpy-run", description="Run an atcpy .om executable on input files.")
+    p = _Parser(prog="atcpy-run", description="Run an atcpy .om executable on input files.",
+                formatter_class=_HelpFormatter)
+    p.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     p.add_argument("--model", required=True, help="the .om file")
     p.add_argument("--input", default=None, help="comma-separated .npy/.npz/.bin files, in input order")
     p.add_argument("--output", default=None, help="directory for the outputs")
-    p.add_argument("--outfmt", default="NPY", type=str.upper, choices=["NPY", "TXT"])
-    p.add_argument("--loop", default=1, type=int)
+    p.add_argument("--outfmt", default="NPY", type=str.upper, choices=["NPY", "TXT"], help="output file format")
+    p.add_argument("--loop", default=1, type=int, help="runs (the latency is their average)")
     p.add_argument("--profile", action="store_true", help="print per-step times, write profile.json (Chrome trace)")
     g = p.add_argument_group("generation (decoder LLMs)")
     g.add_argument("--prompt_ids", default=None, help="prompt token ids: a .npy of [prompt] or [batch, prompt] ints")
     g.add_argument("--prompt", default=None, help="prompt text (needs --tokenizer)")
     g.add_argument("--tokenizer", default=None, help="a tokenizer.json (the `tokenizers` package) for text in/out")
-    g.add_argument("--max_new_tokens", default=32, type=int)
-    g.add_argument("--eos_token_id", default=None, type=int)
-    g.add_argument("--do_sample", action="store_true")
-    g.add_argument("--temperature", default=1.0, type=float)
-    g.add_argument("--top_k", default=0, type=int)
-    g.add_argument("--top_p", default=1.0, type=float)
-    g.add_argument("--seed", default=None, type=int)
+    g.add_argument("--max_new_tokens", default=32, type=int, help="tokens to generate")
+    g.add_argument("--eos_token_id", default=None, type=int, help="stop at this token")
+    g.add_argument("--do_sample", action="store_true", help="sample instead of greedy decoding")
+    g.add_argument("--temperature", default=1.0, type=float, help="sampling temperature")
+    g.add_argument("--top_k", default=0, type=int, help="sample among the k likeliest (0: all)")
+    g.add_argument("--top_p", default=1.0, type=float, help="nucleus sampling threshold")
+    g.add_argument("--seed", default=None, type=int, help="sampling seed")
     g.add_argument("--window", action="store_true", help="slide the KV cache over the compiled bound")
     return p
 
@@ -157,9 +217,7 @@ def _prompt_ids(args, tok) -> np.ndarray:
         if not ids:
             raise InputError("--prompt encodes to no tokens")
         return np.asarray([ids], np.int64)
-    path = Path(args.prompt_ids)
-    if not path.is_file():
-        raise _UsageError(f"--prompt_ids: no such file {args.prompt_ids!r}")
+    path = regular_file("--prompt_ids", args.prompt_ids, _UsageError)
     try:
         ids = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -176,8 +234,7 @@ def generate_main(args) -> int:
 
     _check_generation_args(args)
     tok = _load_tokenizer(args.tokenizer) if args.tokenizer else None
-    if not Path(args.model).exists():
-        raise _UsageError(f"--model: no such file {args.model!r}")
+    check_not_onnx(regular_file("--model", args.model, _UsageError))
     ids = _prompt_ids(args, tok)
     gen = Generator(args.model)
     batch = ids.shape[0]
@@ -277,8 +334,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return generate_main(args)
         from runtime.session import Session
 
-        if not Path(args.model).exists():
-            raise _UsageError(f"--model: no such file {args.model!r}")
+        check_not_onnx(regular_file("--model", args.model, _UsageError))
         sess = Session(args.model)
         specs = sess.get_inputs()
         paths = [s for s in (args.input or "").split(",") if s]

@@ -197,12 +197,20 @@ class Executable:
 
 # --- writer -------------------------------------------------------------------------------
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to a temp file beside `path`, fsync, then rename: never half-written."""
+    """Write `data` to a temp file beside `path`, fsync, then rename: never half-written.
+    The temp file (``.<name>.<pid>.<random>.tmp``) is removed on every failure; temps that a
+    killed earlier write left beside `path` are swept first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _sweep_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        try:
+            f = os.fdopen(fd, "wb")
+        except BaseException:
+            os.close(fd)  # fdopen did not take the descriptor
+            raise
+        with f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
@@ -210,6 +218,40 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_STALE_SECONDS = 3600.0  # a temp without a pid in its name (an older atcpy's) counts as stale after this
+
+
+def _sweep_stale_temps(path: Path) -> None:
+    """Remove ``.<name>.*.tmp`` files beside `path` whose writer is gone: the pid in the name is
+    not a running process (or, with no pid in the name, the file is over an hour old)."""
+    import glob
+    import time
+
+    prefix = f".{path.name}."
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp"):
+        pid_text = tmp.name[len(prefix):].split(".", 1)[0]
+        try:
+            if pid_text.isdigit():
+                if _process_alive(int(pid_text)):
+                    continue
+            elif time.time() - tmp.lstat().st_mtime < _STALE_SECONDS:
+                continue
+            if tmp.is_file() and not tmp.is_symlink():
+                tmp.unlink()
+        except OSError:  # another writer swept it first, or it is not ours to remove
+            continue
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True  # someone else's process, or a pid we cannot ask about: leave its file alone
+    return True
 
 
 def write_om(header: dict[str, Any], weights: dict[str, np.ndarray]) -> bytes:

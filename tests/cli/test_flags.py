@@ -60,6 +60,7 @@ FLAG_TESTS = {
     "--compress_kv_cache": "test_flags::test_kv_cache_dtype_flags",
     "--om": "test_cli::test_mode_json_and_summary",
     "--json": "test_cli::test_mode_json_and_summary",
+    "--version": "test_newcomer::test_version",
 }
 
 

@@ -4,6 +4,7 @@ failures that name the pass, and the atcpy-opt front end."""
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -93,9 +94,9 @@ def test_dumps_reload_exactly(tmp_path):
     assert "fused.matmul_add_relu" in run_opt((tmp_path / "00-input.ir").read_text(), "canonicalize,fuse")
 
 
-def test_failing_pass_names_itself_and_dumps_its_input(breaker):
+def test_failing_pass_names_itself_and_dumps_its_input(breaker, caplog):
     g = _mlp()
-    with pytest.raises(PassFailure) as ei:
+    with caplog.at_level(logging.DEBUG, logger="atcpy"), pytest.raises(PassFailure) as ei:  # dumps: --log=debug
         run_pipeline(g, "canonicalize,test-breaker,fuse", PassContext())
     e = ei.value
     msg = str(e)
