@@ -1,4 +1,4 @@
-"""``atcpy --mode=3``: check that a model compiles, fits and runs, list every problem, write nothing.
+"""``atcpy --mode=3``: check that a model compiles, fits and runs, list every problem; writes only --report.
 
 Like ATC's precheck, problems are gathered rather than stopping at the first:
 every op no engine can run (op type, node name, opset).  If there are none, the

@@ -81,14 +81,6 @@ def test_every_pass_option_is_a_compile_option() -> None:
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def model() -> Path:
-    path = EXAMPLE / "tiny_cnn.onnx"
-    if not path.exists():
-        from examples.make_example import main as make
-
-        make()
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,6 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples"
 SOC = "--soc_version=Ascend310P3"
 
 
-@pytest.fixture(scope="module")
-def model() -> Path:
-    path = EXAMPLE / "tiny_cnn.onnx"
-    if not path.exists():
-        from examples.make_example import main as make
-
-        make()
-    return path
 
 
 def _err(capsys) -> str:
