@@ -152,25 +152,31 @@ def m_attr_value(rng, m) -> str:
     return f"{n.name}.{a.name} value"
 
 
-def m_attr_type(rng, m) -> str:
+def _drop_attr(rng, m):
+    """A random node with its random attribute removed: (node, the attribute's name), or None."""
     n = _node(rng, m)
     if n is None or not n.attribute:
-        return m_add_attr(rng, m)
+        return None
     k = rng.randrange(len(n.attribute))
     name = n.attribute[k].name
     del n.attribute[k]
+    return n, name
+
+
+def m_attr_type(rng, m) -> str:
+    picked = _drop_attr(rng, m)
+    if picked is None:
+        return m_add_attr(rng, m)
+    n, name = picked
     n.attribute.append(helper.make_attribute(name, rng.choice([1.5, "str", [1.0, 2.0], [0], 3, ["a"]])))
     return f"{n.name}.{name} retyped"
 
 
 def m_del_attr(rng, m) -> str:
-    n = _node(rng, m)
-    if n is None or not n.attribute:
+    picked = _drop_attr(rng, m)
+    if picked is None:
         return m_add_attr(rng, m)
-    k = rng.randrange(len(n.attribute))
-    name = n.attribute[k].name
-    del n.attribute[k]
-    return f"{n.name}.{name} deleted"
+    return f"{picked[0].name}.{picked[1]} deleted"
 
 
 def m_add_attr(rng, m) -> str:

@@ -318,3 +318,30 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def generate_traced(gen: Any, prompt: np.ndarray, new: int, check: Any) -> tuple[np.ndarray, list[int], list[Any]]:
+    """``gen.generate(prompt, new)`` with each `Session.run` it makes traced: returns the
+    tokens, each run's peak of newly allocated bytes (tracemalloc) and ``check(names,
+    feeds)`` of each run (e.g. whether its pasts are the KV cache itself)."""
+    import tracemalloc
+
+    sess = gen.session
+    run, peaks, seen = sess.run, [], []
+
+    def traced(names, feeds, **kw):
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        outs = run(names, feeds, **kw)
+        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+        seen.append(check(names, feeds))
+        return outs
+
+    sess.run = traced
+    tracemalloc.start()
+    try:
+        out = gen.generate(prompt, new)
+    finally:
+        tracemalloc.stop()
+        sess.run = run
+    return out, peaks, seen

@@ -9,14 +9,12 @@ deviation, tested at 2e-3 and 4e-2; greedy tokens equal fp32's."""
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 from compiler import compile_model
 from runtime import Generator, Session
-from tests.llm.decoders import KINDS, decoder_feeds, export_decoder
+from tests.llm.decoders import KINDS, decoder_feeds, export_decoder, generate_traced
 
 DIMS = "sequence_length:1~64;past_sequence_length:0~63;batch_size:1~1"
 POINTS = [(8, 0), (1, 8), (4, 20), (1, 63)]  # (sequence, past)
@@ -136,26 +134,14 @@ def test_decode_steps_stay_in_place(dtype, medium):
     kv_bytes = sum(b.nbytes for b in sess.kv_buffers.values())
     assert kv_bytes == exe.header["report"]["memory"]["kv_cache_bytes"]
     addrs = {i: b.__array_interface__["data"][0] for i, b in sess.kv_buffers.items()}
-    run, peaks, held, names = sess.run, [], [], []
 
-    def traced(output_names, feeds, **kw):
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        outs = run(output_names, feeds, **kw)
-        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+    def held_fed(output_names, feeds):  # (every past is the held past, the outputs asked for)
         pasts = {k: v for k, v in feeds.items() if k.startswith("past_key_values")}
-        held.append(all(np.shares_memory(v, sess.held_past(k)) for k, v in pasts.items()))
-        names.append(output_names)
-        return outs
+        return all(np.shares_memory(v, sess.held_past(k)) for k, v in pasts.items()), output_names
 
-    sess.run = traced
     prompt = np.random.default_rng(0).integers(0, 8192, (1, 32))
-    tracemalloc.start()
-    try:
-        out = gen.generate(prompt, 24)
-    finally:
-        tracemalloc.stop()
-        sess.run = run
+    out, peaks, seen = generate_traced(gen, prompt, 24, held_fed)
+    held, names = [h for h, _ in seen], [n for _, n in seen]
     assert out.shape == (1, 56)
     assert {i: b.__array_interface__["data"][0] for i, b in sess.kv_buffers.items()} == addrs
     assert all(held[1:]) and all(n == ["logits"] for n in names)

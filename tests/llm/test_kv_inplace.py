@@ -5,14 +5,12 @@ decode step's transient allocations stay under 5% of the cache."""
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 from compiler import compile_model
 from runtime import Generator
-from tests.llm.decoders import export_decoder
+from tests.llm.decoders import export_decoder, generate_traced
 
 
 @pytest.fixture(scope="module")
@@ -27,24 +25,13 @@ def test_decode_steps_write_the_cache_in_place(medium):
     assert len(sess.kv_buffers) == 8  # K and V of 4 layers
     kv_bytes = sum(b.nbytes for b in sess.kv_buffers.values())
     addrs = {i: b.__array_interface__["data"][0] for i, b in sess.kv_buffers.items()}
-    run, peaks, shared = sess.run, [], []
 
-    def traced(names, feeds, **kw):
-        tracemalloc.reset_peak()
-        base = tracemalloc.get_traced_memory()[0]
-        outs = run(names, feeds, **kw)
-        peaks.append(tracemalloc.get_traced_memory()[1] - base)
+    def cache_fed(names, feeds):  # every past is a view of a cache buffer, not a copy
         pasts = [v for k, v in feeds.items() if k.startswith("past_key_values")]
-        shared.append(all(any(np.shares_memory(p, b) for b in sess.kv_buffers.values()) for p in pasts))
-        return outs
+        return all(any(np.shares_memory(p, b) for b in sess.kv_buffers.values()) for p in pasts)
 
-    sess.run = traced
     prompt = np.random.default_rng(0).integers(0, 8192, (1, 32))
-    tracemalloc.start()
-    try:
-        out = gen.generate(prompt, 24)
-    finally:
-        tracemalloc.stop()
+    out, peaks, shared = generate_traced(gen, prompt, 24, cache_fed)
     assert out.shape == (1, 56)
     assert {i: b.__array_interface__["data"][0] for i, b in sess.kv_buffers.items()} == addrs
     decode = peaks[1:]  # the first run is the prompt
