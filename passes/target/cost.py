@@ -84,7 +84,9 @@ def _io_bytes(op: Op, r: Ranges) -> int:
     results = sum(_nbytes(x.type, r) for x in op.results)
     d = lookup(op.kind)
     if d is not None and d.has(INDEXED_READ):  # the picked elements and the indices, not the whole table
-        return 2 * results + sum(_nbytes(t, r) for t in map(_type, op.operands) if t is not None and t.dtype.is_int)
+        picked = sum(_numel(x.type, r) for x in op.results)
+        index = [t for t in map(_type, op.operands) if t is not None and t.dtype.is_int and _numel(t, r) <= picked]
+        return 2 * results + sum(_nbytes(t, r) for t in index)  # an integer table (packed int4 rows) is not an index
     if d is not None and d.has(APPENDS):  # the new positions, read and written; the buffer stays where it is
         return 2 * _nbytes(_type(op.operands[-1]), r)
     return sum(_nbytes(_type(v), r) for v in op.operands) + results

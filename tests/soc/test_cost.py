@@ -134,6 +134,24 @@ def test_a_gather_costs_the_rows_it_picks_not_its_table():
     assert big == small
 
 
+def _gather_int4(rows: int) -> ir.Graph:
+    """An embedding table packed in int4 (two per byte, groups of 32 along d = 512)."""
+    return ir.parse(f"""graph @e(%ids: tensor<1x1xi64>) -> (tensor<1x1x512xf32>) {{
+  %t = const() {{value = dense_resource<"t"> : tensor<16x16x{rows}xu8>}} : () -> tensor<16x16x{rows}xu8>
+  %s = const() {{value = dense_resource<"s"> : tensor<16x{rows}xf32>}} : () -> tensor<16x{rows}xf32>
+  %y = quant.gather_nbits(%ids, %t, %s) {{bits = 4, d = 512, group_size = 32}} : (tensor<1x1xi64>, tensor<16x16x{rows}xu8>, tensor<16x{rows}xf32>) -> tensor<1x1x512xf32>
+  return %y
+}}""", synthesize=True)
+
+
+def test_a_packed_int4_table_is_not_priced_as_an_index():
+    """The integer operands of an INDEXED_READ op are its indices -- but a packed int4 or
+    int8 table is an integer operand too, and must not be priced as read whole."""
+    soc = load_soc("Ascend310P3")
+    small, big = (op_seconds(_gather_int4(n).ops[-1], soc, "vector").seconds for n in (1000, 100_000))
+    assert big == small
+
+
 def test_a_decode_step_appends_to_the_kv_cache_without_moving_it():
     """kv.append (APPENDS) costs the new positions: the same for a 100- or 4000-token cache."""
     soc = load_soc("Ascend310P3")
