@@ -17,6 +17,9 @@ import numpy as np
 from ir.core import Value
 from ir.errors import UsageError
 from ir.types import TensorType
+from runtime.errors import InputError
+from runtime.npyio import load_npy, load_npz
+from runtime.validate import host_limit
 
 __all__ = ["load_calibration_data"]
 
@@ -37,9 +40,17 @@ def _as_batch(a: np.ndarray, t: TensorType, name: str, src: str) -> np.ndarray:
     return a.astype(t.dtype.numpy, copy=False)
 
 
+def _untrusted(load, *args):
+    """`runtime.npyio`'s header-checked readers, their errors as usage errors of the flag."""
+    try:
+        return load(*args)
+    except InputError as e:
+        raise UsageError(f"--calibration_data: {e}") from None
+
+
 def _read_file(p: Path, t: TensorType, name: str) -> np.ndarray:
     if p.suffix == ".npy":
-        return _as_batch(np.load(p, allow_pickle=False), t, name, str(p))
+        return _as_batch(_untrusted(load_npy, p, None, host_limit()), t, name, str(p))
     if p.suffix == ".bin":
         tail = t.shape[1:]
         if not all(isinstance(d, int) for d in tail):
@@ -68,17 +79,17 @@ def load_calibration_data(path: str | Path, inputs: Sequence[Value]) -> dict[str
                 return out
             raise UsageError(f"--calibration_data: {p} must be an .npz (one array per input) for a model with "
                              f"{len(inputs)} inputs")
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
-            for v in inputs:
-                if v.name in keys:
-                    out[v.name] = _as_batch(z[v.name], v.type, v.name, str(p))
-                elif len(inputs) == 1 and len(keys) == 1:
-                    out[v.name] = _as_batch(z[keys[0]], v.type, v.name, str(p))
-            missing = [v.name for v in inputs if v.name not in out]
-            if missing:
-                raise UsageError(f"--calibration_data {p}: no array for input(s) {', '.join(missing)}; "
-                                 f"the file has {', '.join(keys) or 'no arrays'}")
+        z = _untrusted(load_npz, p, lambda key: None, host_limit())  # headers checked before inflating
+        keys = list(z)
+        for v in inputs:
+            if v.name in keys:
+                out[v.name] = _as_batch(z[v.name], v.type, v.name, str(p))
+            elif len(inputs) == 1 and len(keys) == 1:
+                out[v.name] = _as_batch(z[keys[0]], v.type, v.name, str(p))
+        missing = [v.name for v in inputs if v.name not in out]
+        if missing:
+            raise UsageError(f"--calibration_data {p}: no array for input(s) {', '.join(missing)}; "
+                             f"the file has {', '.join(keys) or 'no arrays'}")
     else:
         files = sorted(f for f in p.rglob("*") if f.suffix in (".npy", ".bin"))
         for v in inputs:

@@ -7,9 +7,10 @@
 Pipeline syntax: pass names separated by commas; options in braces set the
 pass dataclass's fields (``tile{size=256 pad=true}``; options separated by
 spaces or commas; lists as ``[1,2]``).  Dumps: ``00-input.ir`` then
-``NN-<pass>.ir`` after each pass, each with its large arrays beside it in
-``NN-<pass>.npz`` so `load_dump` restores it exactly (``parse(...,
-synthesize=True)`` also reads the ``.ir`` alone).
+``NN-<pass>.ir`` after each pass; their large arrays are written once into
+``arrays/`` (an array a pass left alone is not written again) and
+``NN-<pass>.npz`` maps the dump's resource keys to those files, so `load_dump`
+restores it exactly (``parse(..., synthesize=True)`` also reads the ``.ir`` alone).
 
 A pass that raises, or leaves IR the verifier rejects, raises `PassFailure`
 naming the pass, the passes before it and the dump of its input IR (written to
@@ -35,6 +36,7 @@ from ir.errors import AtcError, InternalError, UsageError
 from ir.parser import parse
 from ir.printer import print_graph
 from ir.verifier import VerifyError, verify
+from passes._dump_store import ARRAYS_DIR, DumpStore
 from passes.base import PASSES, Pass, PassContext, log
 
 __all__ = [
@@ -201,33 +203,40 @@ def format_pipeline(passes: list[Pass]) -> str:
 
 
 # -- dumps -------------------------------------------------------------------------------------
-def write_dump(graph: Graph, path: Path) -> Path:
-    """Write `graph` as IR text at `path` and its large arrays beside it (`.npz`)."""
+def write_dump(graph: Graph, path: Path, store: DumpStore | None = None) -> Path:
+    """Write `graph` as IR text at `path`; its large arrays go to `store` (by default one
+    under `path`'s directory), each written once however many dumps share it, and the
+    ``.npz`` beside `path` maps the IR's resource keys to their files."""
     resources: dict[str, np.ndarray] = {}
     text = print_graph(graph, resources)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     from passes._meta import is_mapped_or_placeholder
 
+    store = store if store is not None else DumpStore(path.parent)
     # weights never loaded (a memory plan of a model with external data) are left out: a 7B
     # model's failure dump would otherwise write tens of GB; the IR text still names them
     keys = [k for k in resources if not is_mapped_or_placeholder(resources[k])]
-    arrays = {f"a{i}": (resources[k].astype(str) if resources[k].dtype == object else resources[k])
-              for i, k in enumerate(keys)}
+    files = [store.put(resources[k].astype(str) if resources[k].dtype == object else resources[k]) for k in keys]
     # keys go in a string array: resource keys need not be valid npz member names
-    np.savez(path.with_suffix(".npz"), __keys__=np.array(keys, dtype=str), **arrays)
+    np.savez(path.with_suffix(".npz"), __keys__=np.array(keys, dtype=str), __files__=np.array(files, dtype=str))
     return path
 
 
 def load_dump(path: str | Path) -> Graph:
-    """Parse a dump back, with its arrays from the `.npz` beside it when present."""
+    """Parse a dump back, with its arrays from the `.npz` index beside it (and the store's
+    files it names) when present."""
     path = Path(path)
     npz = path.with_suffix(".npz")
     resources: dict[str, np.ndarray] = {}
     if npz.exists():
         with np.load(npz, allow_pickle=False) as z:
             keys = [str(k) for k in z["__keys__"]] if "__keys__" in z else []
-            resources = {k: z[f"a{i}"] for i, k in enumerate(keys)}
+            if "__files__" in z:
+                where = path.parent / ARRAYS_DIR
+                resources = {k: np.load(where / str(f), allow_pickle=False) for k, f in zip(keys, z["__files__"])}
+            else:  # an older dump: the arrays inside the .npz
+                resources = {k: z[f"a{i}"] for i, k in enumerate(keys)}
     return parse(path.read_text(), resources, synthesize=not npz.exists())
 
 
@@ -259,10 +268,12 @@ class PassManager:
     dump_dir: Path | None = None
     results: list[PassResult] = field(default_factory=list)
     verify_seconds: float = 0.0
+    store: DumpStore | None = field(default=None, repr=False)  # the dumps' arrays, each written once
 
     def __post_init__(self) -> None:
         if self.dump_dir is not None:
             self.dump_dir = Path(self.dump_dir)
+            self.store = DumpStore(self.dump_dir)
 
     @classmethod
     def parse(cls, text: str, *, verify_each: bool = False, dump_dir: str | Path | None = None) -> PassManager:
@@ -286,7 +297,7 @@ class PassManager:
         self.results = []
         self.verify_seconds = 0.0
         if self.dump_dir is not None:
-            write_dump(graph, self.dump_dir / "00-input.ir")
+            write_dump(graph, self.dump_dir / "00-input.ir", self.store)
         if self.verify_each:
             try:
                 self._verify(graph)
@@ -313,7 +324,7 @@ class PassManager:
             ctx.log.debug("pass %s: %.4fs changed=%s", p.name, seconds, changed)
             done.append(p.name)
             if self.dump_dir is not None:
-                write_dump(graph, self.dump_dir / f"{i:02d}-{p.name}.ir")
+                write_dump(graph, self.dump_dir / f"{i:02d}-{p.name}.ir", self.store)
         return [r.as_dict() for r in self.results]
 
     def _failure_dump(self, i: int, name: str, before: Graph | None, after: Graph) -> Path | None:
@@ -334,7 +345,7 @@ class PassManager:
             except Exception:  # noqa: BLE001 - the failure itself matters more than its dump
                 path = None
         try:  # the broken IR, best effort (a pass may leave it unprintable)
-            write_dump(after, out_dir / f"{i:02d}-{name}.failed.ir")
+            write_dump(after, out_dir / f"{i:02d}-{name}.failed.ir", self.store if out_dir == self.dump_dir else None)
         except Exception as e:  # noqa: BLE001
             log.debug("could not dump the IR %s left: %s", name, e)
         return path

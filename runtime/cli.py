@@ -36,9 +36,12 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import InputError, OmFormatError, RuntimeFailure
+from runtime.npyio import load_npy, load_npz, npz_keys
 from runtime.om import np_dtype, write_atomic
+from runtime.validate import host_limit
 
-__all__ = ["check_not_onnx", "generate_main", "load_inputs", "main", "package_version", "regular_file", "safe_filename"]
+__all__ = ["check_not_onnx", "generate_main", "load_inputs", "main", "output_basenames", "package_version", "regular_file",
+           "safe_filename"]
 
 
 class _UsageError(Exception):
@@ -116,19 +119,19 @@ def safe_filename(name: str) -> str:
 
 def _load_one(path: Path, spec) -> np.ndarray:
     suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return load_npy(path, spec.shape, host_limit())
     try:
-        if suffix == ".npy":
-            return np.load(path, allow_pickle=False)
         if suffix == ".bin":
-            raw = path.read_bytes()
             if not all(isinstance(d, int) for d in spec.shape):
                 raise InputError(f"{path}: a .bin input needs a static shape, {spec.name!r} has {spec.shape}")
             dt = np_dtype(spec.dtype)
             want = int(np.prod(spec.shape, dtype=np.int64)) * dt.itemsize
-            if len(raw) != want:
-                raise InputError(f"{path}: {len(raw)} bytes, input {spec.name!r} "
+            size = path.stat().st_size  # before reading: a wrong file may be any size
+            if size != want:
+                raise InputError(f"{path}: {size} bytes, input {spec.name!r} "
                                  f"({'x'.join(map(str, spec.shape))} {spec.dtype}) needs {want}")
-            return np.frombuffer(raw, dtype=dt).reshape(spec.shape).copy()
+            return np.frombuffer(path.read_bytes(), dtype=dt).reshape(spec.shape).copy()
     except (OSError, ValueError) as e:
         raise InputError(f"{path}: cannot read input: {e}") from None
     raise InputError(f"{path}: unsupported input format {suffix or '(none)'}; use .npy, .npz or .bin")
@@ -138,17 +141,16 @@ def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
     feeds: dict[str, np.ndarray] = {}
     names = [s.name for s in specs]
     if len(paths) == 1 and paths[0].lower().endswith(".npz"):
-        regular_file("--input", paths[0], InputError)
-        try:
-            with np.load(paths[0], allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
-            raise InputError(f"{paths[0]}: cannot read input: {e}") from None
-        if set(names) <= set(arrays):
-            return {n: arrays[n] for n in names}
-        if len(arrays) == len(names):
-            return dict(zip(names, arrays.values()))
-        raise InputError(f"{paths[0]}: holds {sorted(arrays)}, the model's inputs are {names}")
+        path = regular_file("--input", paths[0], InputError)
+        keys = npz_keys(path)
+        if set(names) <= set(keys):  # matched by name
+            by_key = {s.name: s for s in specs}
+        elif len(keys) == len(names):  # taken in order
+            by_key = dict(zip(keys, specs))
+        else:
+            raise InputError(f"{path}: holds {sorted(keys)}, the model's inputs are {names}")
+        arrays = load_npz(path, lambda k: by_key[k].shape, host_limit(), names=list(by_key))
+        return {s.name: arrays[k] for k, s in by_key.items()}
     if len(paths) != len(specs):
         raise InputError(f"{len(paths)} input file(s) given, the model has {len(specs)} input(s): {', '.join(names)}")
     for p, spec in zip(paths, specs):
@@ -156,8 +158,22 @@ def load_inputs(paths: Sequence[str], specs) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _write_output(outdir: Path, name: str, arr: np.ndarray, fmt: str) -> Path:
-    base = safe_filename(name)
+def output_basenames(names: Sequence[str]) -> list[str]:
+    """A file name (no suffix) for each output: `safe_filename`, and distinct -- ``out/1`` and
+    ``out:1`` would both be ``out_1``, so the later one becomes ``out_1-2``."""
+    used: set[str] = set()
+    bases = []
+    for name in names:
+        base = stem = safe_filename(name)
+        k = 2
+        while base.lower() in used:  # lower(): a case-insensitive file system is as likely as not
+            base, k = f"{stem}-{k}", k + 1
+        used.add(base.lower())
+        bases.append(base)
+    return bases
+
+
+def _write_output(outdir: Path, base: str, arr: np.ndarray, fmt: str) -> Path:
     if fmt == "NPY":
         buf = io.BytesIO()
         np.save(buf, arr, allow_pickle=False)
@@ -218,10 +234,7 @@ def _prompt_ids(args, tok) -> np.ndarray:
             raise InputError("--prompt encodes to no tokens")
         return np.asarray([ids], np.int64)
     path = regular_file("--prompt_ids", args.prompt_ids, _UsageError)
-    try:
-        ids = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise InputError(f"{path}: cannot read prompt ids (a .npy of ints): {e}") from None
+    ids = load_npy(path, None, host_limit())
     if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu" or ids.ndim not in (1, 2):
         raise InputError(f"{path}: prompt ids must be a 1-D or 2-D integer array, "
                          f"got {getattr(ids, 'dtype', '?')} with shape {list(getattr(ids, 'shape', []))}")
@@ -347,8 +360,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             times.append(time.perf_counter() - t0)
         if args.output:
             outdir = Path(args.output)
-            for spec, arr in zip(sess.get_outputs(), outs):
-                path = _write_output(outdir, spec.name, arr, args.outfmt)
+            bases = output_basenames([o.name for o in sess.get_outputs()])
+            for spec, base, arr in zip(sess.get_outputs(), bases, outs):
+                path = _write_output(outdir, base, arr, args.outfmt)
                 print(f"output {spec.name}: {'x'.join(map(str, arr.shape)) or 'scalar'} {arr.dtype} -> {path}")
         else:
             for spec, arr in zip(sess.get_outputs(), outs):
