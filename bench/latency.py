@@ -1,13 +1,21 @@
 """Latency of atcpy's runtime against onnxruntime and onnx.reference, in one run.
 
-    python bench/latency.py [--models squeezenet,resnet50] [--repeat 7] [--threads 1] [--no-reference]
+    python bench/latency.py [--set light|modern|all] [--models squeezenet,resnet50] [--repeat 7]
+                            [--threads 1] [--no-reference] [--fp16] [--modern-dir /tmp/atcpy-modern]
 
 For each light model shipped inside the onnx package
-(``onnx/backend/test/data/light/*.onnx``) it compiles with
+(``onnx/backend/test/data/light/*.onnx``; ``--set light``, the default) or of
+the modern set (``--set modern``: torchvision architectures that
+``bench/modern_models.py`` exports into ``--modern-dir`` -- it needs a bench-only
+environment with torchvision, see its docstring) it compiles with
 ``compiler.compile_model`` (falling back to frontend + codegen when the driver
 is missing), then times the engines on the same random input and prints
 median latencies, the ratios atcpy/ort and reference/atcpy, the compile time
-and the largest relative difference to onnxruntime.
+and the largest relative difference to onnxruntime, the output cosine to
+onnxruntime, and the compiled model's AICPU op count.  ``--fp16`` also compiles
+with ``precision_mode=force_fp16`` and prints its latency over atcpy fp32's and
+its cosine to onnxruntime fp32.  The modern set skips onnx.reference (minutes
+per model).
 
 Threads: atcpy's BLAS and onnxruntime's intra-op pool get the SAME number of
 threads (``--threads``; numpy's BLAS is limited with threadpoolctl, else set
@@ -44,17 +52,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 LIGHT = Path(os.path.dirname(onnx.__file__)) / "backend" / "test" / "data" / "light"
 
 
-def _compile(path: str):
-    try:
-        from compiler.driver import compile_model
-    except ImportError:
-        compile_model = None
-    if compile_model is not None:
-        return compile_model(path, soc_version="Ascend310P3")
-    from codegen import build_executable
-    from compiler.frontend import import_onnx
+def _compile(path: str, **opts):
+    from compiler.driver import compile_model
 
-    return build_executable(import_onnx(path), soc_version="Ascend310P3")
+    return compile_model(path, soc_version="Ascend310P3", **opts)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-300))
+
+
+def _aicpu_ops(exe) -> int:
+    return int(exe.header["report"].get("ops", {}).get("aicpu", 0))
 
 
 def _median_time(fn, repeat: int, budget_s: float = 60.0) -> float:
@@ -98,9 +108,9 @@ def _limit_blas_threads(n: int) -> str:
     return "BLAS threads: " + (", ".join(pools) or "none found")
 
 
-def _bench_model(path: str, args: argparse.Namespace) -> tuple[float, float, float, float, float] | None:
-    """(compile s, atcpy s, onnxruntime s, onnx.reference s, max rel diff) for one model,
-    or None when it does not compile."""
+def _bench_model(path: str, args: argparse.Namespace) -> dict | None:
+    """Compile time, latencies (atcpy, onnxruntime, onnx.reference, atcpy fp16), max relative
+    difference and cosines for one model, or None when it does not compile."""
     import onnxruntime as ort
     from onnx.reference import ReferenceEvaluator
 
@@ -109,10 +119,11 @@ def _bench_model(path: str, args: argparse.Namespace) -> tuple[float, float, flo
     t0 = time.perf_counter()
     try:
         exe = _compile(path)
+        exe16 = _compile(path, precision_mode="force_fp16") if args.fp16 else None
     except Exception as e:  # noqa: BLE001 - a benchmark reports and goes on
-        print(f"{Path(path).stem.replace('light_', ''):<18} compile failed: {type(e).__name__}: {str(e)[:80]}")
+        print(f"{_name(path):<18} compile failed: {type(e).__name__}: {str(e)[:80]}")
         return None
-    compile_s = time.perf_counter() - t0
+    row = {"compile_s": (time.perf_counter() - t0) / (2 if args.fp16 else 1), "aicpu": _aicpu_ops(exe)}
     sess = Session(exe.to_bytes())
     inp = sess.get_inputs()[0]
     shape = [d if isinstance(d, int) else 1 for d in inp.shape]
@@ -124,15 +135,43 @@ def _bench_model(path: str, args: argparse.Namespace) -> tuple[float, float, flo
     osess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
     ours = sess.run(None, feeds)[0]
     theirs = osess.run(None, feeds)[0]
-    rel = float(np.abs(ours.astype(np.float64) - theirs).max() / max(np.abs(theirs).max(), 1e-30))
-    t_atc, t_ort = _median_times_interleaved(
-        [lambda s=sess, f=feeds: s.run(None, f), lambda s=osess, f=feeds: s.run(None, f)], args.repeat)
+    row["rel"] = float(np.abs(ours.astype(np.float64) - theirs).max() / max(np.abs(theirs).max(), 1e-30))
+    row["cos"] = _cosine(ours, theirs)
+    fns = [lambda s=sess, f=feeds: s.run(None, f), lambda s=osess, f=feeds: s.run(None, f)]
+    if exe16 is not None:
+        s16 = Session(exe16.to_bytes())
+        row["cos16"] = _cosine(s16.run(None, feeds)[0], theirs)
+        fns.append(lambda s=s16, f=feeds: s.run(None, f))
+    times = _median_times_interleaved(fns, args.repeat)
+    row["atc"], row["ort"] = times[0], times[1]
+    row["fp16"] = times[2] if exe16 is not None else float("nan")
     if args.no_reference:
-        t_ref = float("nan")
+        row["ref"] = float("nan")
     else:
         ref = ReferenceEvaluator(path)
-        t_ref = _median_time(lambda s=ref, f=feeds: s.run(None, f), args.ref_repeat, budget_s=120)
-    return compile_s, t_atc, t_ort, t_ref, rel
+        row["ref"] = _median_time(lambda s=ref, f=feeds: s.run(None, f), args.ref_repeat, budget_s=120)
+    return row
+
+
+def _name(path: str) -> str:
+    return Path(path).stem.replace("light_", "")
+
+
+def _paths(args: argparse.Namespace) -> list[str]:
+    paths = sorted(glob.glob(str(LIGHT / "*.onnx"))) if args.set in ("light", "all") else []
+    if args.set in ("modern", "all"):
+        from bench.modern_models import MODELS
+
+        found = [str(args.modern_dir / f"{m}.onnx") for m in MODELS if (args.modern_dir / f"{m}.onnx").exists()]
+        if len(found) < len(MODELS):
+            print(f"modern set: {len(found)} of {len(MODELS)} models in {args.modern_dir}; export them with "
+                  f"bench/modern_models.py (see its docstring)")
+        paths += found
+        args.no_reference = args.no_reference or args.set == "modern"
+    if args.models:
+        keys = args.models.split(",")
+        paths = [p for p in paths if any(k in Path(p).stem for k in keys)]
+    return paths
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,35 +182,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="threads for BOTH numpy's BLAS and onnxruntime (default 1, see above)")
     ap.add_argument("--no-reference", action="store_true")
+    ap.add_argument("--set", default="light", choices=["light", "modern", "all"], help="which models")
+    ap.add_argument("--modern-dir", type=Path, default=Path("/tmp/atcpy-modern"),
+                    help="where bench/modern_models.py exported the modern set")
+    ap.add_argument("--fp16", action="store_true", help="also time precision_mode=force_fp16")
     args = ap.parse_args(argv)
 
-    paths = sorted(glob.glob(str(LIGHT / "*.onnx")))
-    if args.models:
-        keys = args.models.split(",")
-        paths = [p for p in paths if any(k in Path(p).stem for k in keys)]
+    paths = _paths(args)
     print(f"threads: onnxruntime intra-op={args.threads}, {_limit_blas_threads(args.threads)}; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', '(auto)')}")
     header = (f"{'model':<18} {'compile s':>9} {'atcpy ms':>9} {'ort ms':>8} {'ref ms':>9} "
-              f"{'atcpy/ort':>9} {'ref/atcpy':>9} {'max rel diff':>12}")
+              f"{'atcpy/ort':>9} {'ref/atcpy':>9} {'max rel diff':>12} {'cosine':>9} {'aicpu':>5}"
+              + (f" {'fp16/fp32':>9} {'fp16 cos':>9}" if args.fp16 else ""))
     print(header)
     print("-" * len(header))
-    ratios_ort, ratios_ref = [], []
+    ratios_ort, ratios_ref, ratios_16 = [], [], []
     for path in paths:
-        row = _bench_model(path, args)
-        if row is None:
+        r = _bench_model(path, args)
+        if r is None:
             continue
-        compile_s, t_atc, t_ort, t_ref, rel = row
-        ratios_ort.append(t_atc / t_ort)
-        if not np.isnan(t_ref):
-            ratios_ref.append(t_ref / t_atc)
-        print(f"{Path(path).stem.replace('light_', ''):<18} {compile_s:>9.2f} {t_atc * 1e3:>9.2f} "
-              f"{t_ort * 1e3:>8.2f} {t_ref * 1e3:>9.1f} {t_atc / t_ort:>9.2f} {t_ref / t_atc:>9.1f} {rel:>12.2e}",
-              flush=True)
+        ratios_ort.append(r["atc"] / r["ort"])
+        if not np.isnan(r["ref"]):
+            ratios_ref.append(r["ref"] / r["atc"])
+        line = (f"{_name(path):<18} {r['compile_s']:>9.2f} {r['atc'] * 1e3:>9.2f} {r['ort'] * 1e3:>8.2f} "
+                f"{r['ref'] * 1e3:>9.1f} {r['atc'] / r['ort']:>9.2f} {r['ref'] / r['atc']:>9.1f} {r['rel']:>12.2e} "
+                f"{r['cos']:>9.6f} {r['aicpu']:>5}")
+        if args.fp16:
+            ratios_16.append(r["fp16"] / r["atc"])
+            line += f" {r['fp16'] / r['atc']:>9.2f} {r['cos16']:>9.6f}"
+        print(line, flush=True)
     if ratios_ort:
         print("-" * len(header))
         med_ref = f"{statistics.median(ratios_ref):.1f}x" if ratios_ref else "n/a"
-        print(f"median atcpy/ort = {statistics.median(ratios_ort):.2f}  (target <= 2)   "
-              f"median reference/atcpy = {med_ref}  (target >= 10)")
+        print(f"median atcpy/ort = {statistics.median(ratios_ort):.2f}, max {max(ratios_ort):.2f}   "
+              f"median reference/atcpy = {med_ref}"
+              + (f"   fp16/fp32 median {statistics.median(ratios_16):.2f}, max {max(ratios_16):.2f}"
+                 if ratios_16 else ""))
     return 0
 
 

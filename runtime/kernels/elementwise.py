@@ -16,38 +16,14 @@ from typing import Any
 import numpy as np
 
 from runtime.kernels import broadcast_ufunc, kernel, planner, slot
+from runtime.kernels.activations import AS_A, AS_P, erf
 
-__all__ = ["UNARY", "UNARY_BY_ACT", "erf", "relu"]
+__all__ = ["UNARY", "UNARY_BY_ACT", "relu"]
 
 
 def _o(out, x_shape, dtype) -> np.ndarray | None:
     o = slot(out, 0)
     return o if o is not None and o.shape == tuple(x_shape) and o.dtype == dtype else None
-
-
-# --- erf without scipy --------------------------------------------------------------------
-_ERF_SERIES = [2 / math.sqrt(math.pi) * (-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(16)]
-
-
-def erf(x: np.ndarray) -> np.ndarray:
-    """erf in float64: Maclaurin series for |x| < 0.5, Numerical Recipes' erfc (rel. err < 1.2e-7) beyond."""
-    xd = np.asarray(x, dtype=np.float64)
-    ax = np.abs(xd)
-    t = 1.0 / (1.0 + 0.5 * ax)
-    poly = -ax * ax - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277))))))))
-    big = np.sign(xd) * (1.0 - t * np.exp(poly))
-    x2 = xd * xd
-    acc = np.zeros_like(xd)
-    for c in reversed(_ERF_SERIES):
-        acc = acc * x2 + c
-    small = xd * acc
-    return np.where(ax < 0.5, small, big).astype(np.result_type(x), copy=False)
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:
@@ -58,28 +34,24 @@ def _gelu(x: np.ndarray, approximate: str = "none") -> np.ndarray:
     if approximate == "tanh":
         c = math.sqrt(2 / math.pi)
         return (0.5 * x * (1 + np.tanh(c * (x + 0.044715 * x ** 3)))).astype(x.dtype, copy=False)
-    return (0.5 * x * (1 + erf(x / math.sqrt(2)))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1 + erf(x / math.sqrt(2)))).astype(x.dtype, copy=False)  # float32 A&S 7.1.26
 
 
 UNARY: dict[str, Callable[..., np.ndarray]] = {
-    "Sigmoid": _sigmoid,
     "Tanh": np.tanh, "Exp": np.exp, "Log": np.log, "Sqrt": np.sqrt, "Neg": np.negative, "Abs": np.abs,
     "Floor": np.floor, "Ceil": np.ceil, "Round": np.rint, "Sin": np.sin, "Cos": np.cos, "Tan": np.tan,
     "Asin": np.arcsin, "Acos": np.arccos, "Atan": np.arctan, "Sinh": np.sinh, "Cosh": np.cosh,
     "Asinh": np.arcsinh, "Acosh": np.arccosh, "Atanh": np.arctanh, "Sign": np.sign,
-    "Not": np.logical_not, "IsNaN": np.isnan, "Erf": erf,
+    "Not": np.logical_not, "IsNaN": np.isnan,
     "Reciprocal": lambda x: np.reciprocal(x) if x.dtype.kind == "f" else (1 / x).astype(x.dtype),
     "Softsign": lambda x: x / (1 + np.abs(x)),
     "Softplus": _softplus,
     "Mish": lambda x: x * np.tanh(_softplus(x)),
-    "HardSwish": lambda x: x * np.clip(x / 6 + x.dtype.type(0.5), 0, 1),
 }
 _ONE_UFUNC = {"Tanh", "Exp", "Log", "Sqrt", "Neg", "Abs", "Floor", "Ceil", "Round", "Sin", "Cos", "Tan", "Asin",
               "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh", "Sign", "Not", "IsNaN"}
-# names an ``act`` epilogue attribute may use
-UNARY_BY_ACT: dict[str, Callable[..., np.ndarray]] = {
-    "sigmoid": _sigmoid, "tanh": np.tanh, "gelu": _gelu, "hardswish": UNARY["HardSwish"],
-}
+# ``act`` epilogue names beyond `runtime.kernels.activations.ACTS` (which run in place)
+UNARY_BY_ACT: dict[str, Callable[..., np.ndarray]] = {"gelu": _gelu}
 
 
 def _unary(name: str, fn: Callable[..., np.ndarray]) -> None:
@@ -93,7 +65,7 @@ def _unary(name: str, fn: Callable[..., np.ndarray]) -> None:
         @kernel(name)
         def k(inputs, attrs, out, fn=fn):
             r = fn(inputs[0])
-            return [r.astype(inputs[0].dtype, copy=False) if name != "Erf" else r]
+            return [r.astype(inputs[0].dtype, copy=False)]
 
 
 for _n, _f in UNARY.items():
@@ -174,21 +146,6 @@ def _f(attrs: dict[str, Any], k: str, d: float) -> float:
     return d if v is None else float(v)
 
 
-@kernel("Swish")
-def _swish(inputs, attrs, out):
-    x = inputs[0]
-    alpha = x.dtype.type(attrs.get("alpha", 1.0))
-    o = _o(out, x.shape, x.dtype)
-    return [np.multiply(x, _sigmoid(alpha * x), out=o)]
-
-
-@kernel("LeakyRelu")
-def _leaky(inputs, attrs, out):
-    x = inputs[0]
-    a = x.dtype.type(_f(attrs, "alpha", 0.01))
-    return [np.where(x >= 0, x, x * a)]
-
-
 @kernel("Elu")
 def _elu(inputs, attrs, out):
     x = inputs[0]
@@ -217,16 +174,7 @@ def _trelu(inputs, attrs, out):
     return [np.where(x > x.dtype.type(_f(attrs, "alpha", 1.0)), x, x.dtype.type(0))]
 
 
-@kernel("HardSigmoid")
-def _hsig(inputs, attrs, out):
-    x = inputs[0]
-    a, b = x.dtype.type(_f(attrs, "alpha", 0.2)), x.dtype.type(_f(attrs, "beta", 0.5))
-    return [np.clip(x * a + b, 0, 1)]
-
-
-# Abramowitz & Stegun 7.1.26: erf(z) = 1 - t (a1 + t (a2 + ... + t a5)) exp(-z^2), t = 1 / (1 + p z), z >= 0
-_AS_P = 0.3275911
-_AS_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
+_AS_P, _AS_A = AS_P, AS_A  # Abramowitz & Stegun 7.1.26, as `runtime.kernels.activations` uses them
 
 
 @kernel("Gelu", scratch=True)
@@ -297,19 +245,6 @@ def _plan_gelu(inputs, attrs, out):
         _gelu_phi(x, approximate, t, z, u)
         np.multiply(t, x, out=o)
     return run
-
-
-@kernel("Clip")
-def _clip(inputs, attrs, out):
-    x = inputs[0]
-    lo = inputs[1] if len(inputs) > 1 and inputs[1] is not None else attrs.get("min")
-    hi = inputs[2] if len(inputs) > 2 and inputs[2] is not None else attrs.get("max")
-    r = x
-    if lo is not None:
-        r = np.maximum(r, np.asarray(lo, dtype=x.dtype))
-    if hi is not None:
-        r = np.minimum(r, np.asarray(hi, dtype=x.dtype))
-    return [r]
 
 
 @kernel("Dropout")

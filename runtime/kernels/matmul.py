@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from runtime.kernels import kernel, planner, slot
+from runtime.kernels.activations import apply_act
 from runtime.kernels.elementwise import UNARY_BY_ACT, relu
 from runtime.kernels.tiling import tiled_matmul
 
@@ -231,6 +232,8 @@ def activate(r: np.ndarray, act: str | None) -> np.ndarray:
         return r
     if act == "relu":
         return relu_(r)
+    if apply_act(r, act) is not None:
+        return r
     fn = UNARY_BY_ACT.get(act)
     if fn is None:
         raise NotImplementedError(f"fused activation {act!r} has no kernel")
