@@ -60,7 +60,8 @@ class KernelEntry:
 
 
 _KERNELS: dict[str, KernelEntry] = {}
-_FAMILIES = ("matmul", "conv", "activations", "elementwise", "reduce", "movement", "quant", "random", "shape", "kv", "attention", "llm", "nbits")
+_FAMILIES = ("matmul", "conv", "activations", "elementwise", "reduce", "movement", "quant", "random", "shape", "kv",
+             "attention", "llm", "nbits", "resize")
 _loaded = False
 
 
