@@ -119,6 +119,8 @@ def test_planned_conv_gives_the_tile_loops_numbers():
     ((1, 6, 9, 9), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),
     ((1, 6, 9, 9), (3, 3), {"strides": [1, 2]}),
     ((1, 6, 9, 9), (3, 3), {"auto_pad": "SAME_UPPER"}),
+    ((2, 6, 40, 40), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # the tap form: rows >= 16
+    ((1, 40, 64, 64), (5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}),  # ... over three channel blocks
 ])
 def test_depthwise_paths_equal_reference(shape, k, attrs):
     r = np.random.RandomState(3)
