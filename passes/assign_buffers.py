@@ -59,6 +59,7 @@ rounds; 0 = greedy only): ``assign-buffers{alignment=64,inplace=false}``.
 
 from __future__ import annotations
 
+import bisect
 import random
 from collections import Counter
 from collections.abc import Callable
@@ -262,19 +263,36 @@ ORDERS: dict[str, Callable[[Buffer], tuple]] = {
 }
 
 
+_SHORT_LIFE = 64  # steps: buffers living longer are few and always checked; the rest by start time
+
+
 def place(order: list[Buffer]) -> int:
     """Greedy placement in `order`: each buffer at the lowest offset that fits
     between the buffers already placed that are live at the same time.  Sizes
-    are aligned, so offsets are too.  Returns the arena size."""
-    placed: list[Buffer] = []
+    are aligned, so offsets are too.  Returns the arena size.
+
+    The buffers live at the same time as `b` are found without scanning every placed
+    one (that made a 16k-node chain spend 28 s here): short-lived buffers are kept
+    sorted by start, so only those starting in ``[b.start - _SHORT_LIFE, b.end]`` can
+    overlap; the few long-lived ones are checked one by one."""
+    starts: list[int] = []
+    short: list[Buffer] = []
+    long_: list[Buffer] = []
     for b in order:
+        lo, hi = bisect.bisect_left(starts, b.start - _SHORT_LIFE), bisect.bisect_right(starts, b.end)
+        live = [p for p in short[lo:hi] if p.end >= b.start] + [p for p in long_ if p.overlaps_in_time(b)]
         offset = 0
-        for p in sorted((p for p in placed if p.overlaps_in_time(b)), key=lambda p: p.offset):
+        for p in sorted(live, key=lambda p: p.offset):
             if p.offset - offset >= b.size:
                 break
             offset = max(offset, p.offset + p.size)
         b.offset = offset
-        placed.append(b)
+        if b.end - b.start > _SHORT_LIFE:
+            long_.append(b)
+        else:
+            i = bisect.bisect_right(starts, b.start)
+            starts.insert(i, b.start)
+            short.insert(i, b)
     return max((b.offset + b.size for b in order), default=0)
 
 
