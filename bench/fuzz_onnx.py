@@ -17,6 +17,7 @@ import copy
 import io
 import multiprocessing
 import random
+import re
 import resource
 import signal
 import sys
@@ -399,6 +400,7 @@ class OrtProcess:
         self.conn, child = self.ctx.Pipe()
         self.proc = self.ctx.Process(target=_ort_worker, args=(child, self.mem), daemon=True)
         self.proc.start()
+        child.close()  # else a child that dies mid-reply leaves recv() waiting forever, not EOFError
 
     def __call__(self, data: bytes) -> str:
         if self.proc is None or not self.proc.is_alive():
@@ -458,12 +460,23 @@ def report(rows, wall: float) -> None:
     run_fail = [r for r in rows if r[3] == "run"]
     print(f"onnxruntime loads but fails to run on ones: {len(run_fail)}; of those atcpy exits 3: "
           f"{sum(r[1] == 3 for r in run_fail)}, exits 0: {sum(r[1] == 0 for r in run_fail)}")
+    for label, rc, msg, _ in (r for r in run_fail if r[1] == 0):
+        print(f"  atcpy [0] {label}")
     ok = [r for r in rows if r[3] == "ok"]
     print(f"onnxruntime loads and runs: {len(ok)}; of those atcpy exits 0: {sum(r[1] == 0 for r in ok)}, "
           f"3: {sum(r[1] == 3 for r in ok)}")
-    for label, rc, msg, _ in [r for r in ok if r[1] != 0][:10]:
-        print(f"  (first 10) atcpy [{rc}] {label}: {msg}")
+    groups: dict[str, list[tuple]] = {}
+    for r in (r for r in ok if r[1] != 0):
+        groups.setdefault(_reason(r[2]), []).append(r)
+    for key, rs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        print(f"  {len(rs)} x atcpy [{rs[0][1]}] {key}  (e.g. {rs[0][0]})")
     print(f"wall time: {wall:.1f}s ({len(rows) / max(wall, 1e-9):.1f} models/s)")
+
+
+def _reason(msg: str) -> str:
+    """An error line with names and numbers blanked, to group the same rejection."""
+    msg = msg.split("unsupported model: ", 1)[-1]
+    return re.sub(r"'[^']*'|\d+", "_", msg)[:100]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,8 +9,11 @@ so ``data_prop`` can still fold ``Shape -> Gather -> Concat -> Reshape`` chains.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +23,7 @@ from google.protobuf.message import DecodeError
 
 from compiler.frontend.validate import check_loaded, check_with_onnx, dtype_name
 from ir.errors import UnsupportedModelError, UsageError
+from ir.symbolic import parse_dim
 from ir.types import Dim, DType, TensorType
 
 __all__ = [
@@ -32,11 +36,15 @@ __all__ = [
     "infer_value_types",
     "load_model",
     "shape_model",
+    "symbol_of",
 ]
 
 SMALL_TENSOR = 1024
 DEFAULT_DOMAINS = ("", "ai.onnx")
 MIN_OPSET = 9
+_DIM_TEXT = 200  # longer dim_params become hashed symbols (the .om loader reads at most 256 characters)
+
+log = logging.getLogger("atcpy.frontend")
 
 ModelLike = onnx.ModelProto | str | bytes | os.PathLike
 
@@ -212,6 +220,19 @@ class TypeProblem(ValueError):
         super().__init__(message)
 
 
+def symbol_of(dim_param: str) -> Dim:
+    """The IR dim of an ONNX ``dim_param``: the text itself when it is a symbol or an
+    expression (``"past_sequence_length + 1"``), else (``"??"``, ``"batch size"``, which
+    ONNX allows) a symbol made of its word characters and a hash of it, so equal texts
+    stay one symbol and the `.om` loader can parse every dim."""
+    if len(dim_param) <= _DIM_TEXT and parse_dim(dim_param) is not None:
+        return dim_param
+    word = re.sub(r"[^A-Za-z0-9_]+", "_", dim_param).strip("_")[:40]
+    name = f"dim_{word}_{hashlib.sha1(dim_param.encode()).hexdigest()[:8]}".replace("__", "_")
+    log.info("dim_param %r is not a symbol atcpy can parse: it is called %r", dim_param[:60], name)
+    return name
+
+
 def convert_type(tp: onnx.TypeProto | None) -> TensorType | None:
     """The IR type of an ONNX type; None if ONNX knows nothing; `TypeProblem` if the
     value is not a ranked tensor of a supported element type."""
@@ -240,7 +261,7 @@ def convert_type(tp: onnx.TypeProto | None) -> TensorType | None:
         if which_d == "dim_value" and d.dim_value >= 0:
             dims.append(int(d.dim_value))
         elif which_d == "dim_param" and d.dim_param:
-            dims.append(d.dim_param)
+            dims.append(symbol_of(d.dim_param))
         else:
             dims.append("?")
     return TensorType(dtype, tuple(dims))

@@ -11,6 +11,8 @@ each calling the next twice, would inline to 2**24 nodes.
 
 from __future__ import annotations
 
+import math
+
 import onnx
 import onnx.checker
 import onnx.defs
@@ -18,7 +20,8 @@ import onnx.shape_inference
 
 from ir.errors import UnsupportedModelError
 
-__all__ = ["FULL_CHECK_NODES", "NODE_BUDGET", "check_loaded", "check_with_onnx", "count_inlined_nodes"]
+__all__ = ["FULL_CHECK_NODES", "NODE_BUDGET", "check_declared_types", "check_loaded", "check_tensor_size",
+           "check_with_onnx", "count_inlined_nodes", "type_text"]
 
 # Nodes a model with local functions may have once they are inlined (a 7B LLM exported
 # by torch.onnx.export has ~10k; large vision models ~100k).
@@ -28,6 +31,10 @@ _COUNT_CAP = 1 << 62  # counts stop growing here (a chain of doubling functions 
 FULL_CHECK_NODES = 20_000
 _SUBGRAPH_TYPES = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
 _UNSUPPORTED_DTYPES = {onnx.TensorProto.BFLOAT16: "bfloat16"}
+_TYPE_NAMES = set(onnx.TensorProto.DataType.values())
+_SUB_BYTE = {"INT4": 4, "UINT4": 4, "FLOAT4": 4, "INT2": 2, "UINT2": 2, "FLOAT6": 6}
+_COMPLEX = (onnx.TensorProto.COMPLEX64, onnx.TensorProto.COMPLEX128)
+_DATA_FIELDS = ("float_data", "int32_data", "string_data", "int64_data", "double_data", "uint64_data")
 
 
 def _one_line(e: BaseException) -> str:
@@ -75,6 +82,66 @@ def _check_initializers(proto: onnx.ModelProto) -> None:
                 "convert the model's weights to float32 or float16")
         if any(d < 0 for d in t.dims):
             raise UnsupportedModelError(f"initializer {t.name!r} has a negative dimension {list(t.dims)}")
+        check_tensor_size(t, f"initializer {t.name!r}")
+    for n in _all_nodes(g):
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.TENSOR:
+                check_tensor_size(a.t, f"node {n.name!r} ({n.op_type}): attribute {a.name!r}")
+
+
+def _all_nodes(g: onnx.GraphProto):
+    """The nodes of `g` and of its subgraphs (If/Loop/Scan bodies), depth first."""
+    stack = list(g.node)
+    while stack:
+        n = stack.pop()
+        yield n
+        for a in n.attribute:
+            if a.type in _SUBGRAPH_TYPES:
+                for sg in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                    stack.extend(sg.node)
+
+
+def _bits(elem_type: int) -> int | None:
+    """Bits an element takes in ``raw_data`` (None: not a fixed-size type, e.g. STRING)."""
+    name = onnx.TensorProto.DataType.Name(elem_type) if elem_type in _TYPE_NAMES else ""
+    for prefix, bits in _SUB_BYTE.items():
+        if name.startswith(prefix):
+            return bits
+    try:
+        np_type = onnx.helper.tensor_dtype_to_np_dtype(elem_type)
+    except (KeyError, ValueError, TypeError):
+        return None
+    return None if np_type == object else 8 * np_type.itemsize
+
+
+def check_tensor_size(t: onnx.TensorProto, what: str) -> None:
+    """The element count `t.dims` declares must match the data the tensor holds, checked
+    before anything reads it: a 1 KB file may declare ``dims [2147483648]`` (onnxruntime
+    refuses it; ONNX's data propagation would walk all 2**31 elements).  External data is
+    checked where it is mapped (`external_data.map_external`)."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    numel = math.prod(int(d) for d in t.dims)
+    bits = _bits(t.data_type)
+    if t.HasField("raw_data"):
+        if bits is not None and len(t.raw_data) * 8 != _round_up(numel * bits, 8):
+            raise UnsupportedModelError(f"{what} declares dims {list(t.dims)} ({numel} elements of "
+                                        f"{dtype_name(t.data_type)}) but holds {len(t.raw_data)} bytes")
+        return
+    held = sum(len(getattr(t, f)) for f in _DATA_FIELDS)
+    if t.data_type == onnx.TensorProto.STRING or bits is None:
+        expected = numel if t.data_type == onnx.TensorProto.STRING else None
+    elif bits < 8:
+        expected = _round_up(numel * bits, 8) // 8  # sub-byte types: one packed byte per int32_data entry
+    else:
+        expected = numel * (2 if t.data_type in _COMPLEX else 1)
+    if (expected is not None and held != expected) or (expected is None and numel and not held):
+        raise UnsupportedModelError(f"{what} declares dims {list(t.dims)} ({numel} elements of "
+                                    f"{dtype_name(t.data_type)}) but holds {held} values")
+
+
+def _round_up(n: int, k: int) -> int:
+    return -(-n // k) * k
 
 
 def _callees(nodes, local: set[tuple[str, str]]) -> list[tuple[str, str] | None]:
@@ -188,6 +255,49 @@ def check_with_onnx(light: onnx.ModelProto) -> None:
     del m.graph.output[:]
     m.graph.output.extend(onnx.ValueInfoProto(name=n) for n in names)
     try:
-        onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
+        inferred = onnx.shape_inference.infer_shapes(m, check_type=True, strict_mode=True)
     except Exception as e:  # noqa: BLE001  (InferenceError, ValidationError, RuntimeError)
         raise UnsupportedModelError(f"the model is not valid ONNX (shape inference): {_one_line(e)}") from None
+    check_declared_types(light.graph, inferred.graph)
+
+
+def type_text(tp: onnx.TypeProto) -> str | None:
+    """A type without its shape, spelled as onnxruntime does (``tensor(float)``,
+    ``seq(tensor(int64))``); None where an element type is unknown (nothing to compare)."""
+    which = tp.WhichOneof("value")
+    if which in ("tensor_type", "sparse_tensor_type"):
+        elem = getattr(tp, which).elem_type
+        if not elem:
+            return None
+        name = dtype_name(elem).lower()
+        return f"tensor({name})" if which == "tensor_type" else f"sparse_tensor({name})"
+    if which in ("sequence_type", "optional_type"):
+        inner = type_text(getattr(tp, which).elem_type)
+        return None if inner is None else f"{'seq' if which == 'sequence_type' else 'optional'}({inner})"
+    if which == "map_type":
+        inner = type_text(tp.map_type.value_type)
+        return None if inner is None else f"map({dtype_name(tp.map_type.key_type).lower()},{inner})"
+    return None
+
+
+def check_declared_types(graph: onnx.GraphProto, inferred: onnx.GraphProto) -> None:
+    """onnxruntime refuses a model whose graph output or value_info declares another
+    element type (or kind of type) than the node producing the value gives, and a tensor
+    type without an element type; a disagreeing *shape* it merges with a warning, so
+    shapes are not compared.  `inferred` is strict inference without the declarations."""
+    producer = {o: n for n in graph.node for o in n.output if o}
+    got = {vi.name: vi.type for vi in list(inferred.value_info) + list(inferred.output)}
+    for what, vis in (("graph input", graph.input), ("graph output", graph.output), ("value_info", graph.value_info)):
+        for vi in vis:
+            which = vi.type.WhichOneof("value")
+            if which == "tensor_type" and not vi.type.tensor_type.elem_type:
+                raise UnsupportedModelError(f"{what} {vi.name!r} declares a tensor type without an element type "
+                                            "(UNDEFINED); ONNX requires one")
+            node = producer.get(vi.name)
+            if which is None or node is None or vi.name not in got:
+                continue
+            declared, produced = type_text(vi.type), type_text(got[vi.name])
+            if declared is not None and produced is not None and declared != produced:
+                raise UnsupportedModelError(
+                    f"{what} {vi.name!r} is declared {declared}, but node {node.name!r} ({node.op_type}) "
+                    f"produces {produced}")

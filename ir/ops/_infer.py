@@ -16,9 +16,11 @@ __all__ = [
     "broadcast_all",
     "const_operand",
     "conv_out_dim",
+    "flag",
     "norm_axis",
     "operand_type",
     "same_as",
+    "same_with_axis",
     "trusted",
     "with_dtype_of",
 ]
@@ -57,6 +59,18 @@ def same_as(i: int = 0):
     return infer
 
 
+def same_with_axis(i: int = 0):
+    """Operand `i`'s type, once the ``axis`` attribute is checked to lie in [-rank, rank-1]
+    (Softmax's family: ONNX's inference lets ``axis = 2**40`` through)."""
+
+    def infer(op: Op) -> list[TensorType]:
+        t = operand_type(op, i)
+        norm_axis(int(op.attrs.get("axis", -1)), t.rank, op)
+        return [t]
+
+    return infer
+
+
 def broadcast_all(dtype: DType | None = None, first: int = 0, last: int | None = None):
     """Elementwise result: broadcast of operands[first:last], dtype of the first (or `dtype`)."""
 
@@ -81,6 +95,15 @@ def norm_axis(axis: int, rank: int, op: Op | None = None) -> int:
     if not 0 <= a < max(rank, 1):
         raise TypeInferenceError(f"{op.kind if op else ''}: axis {axis} out of range for rank {rank}")
     return a
+
+
+def flag(op: Op, name: str, default: int) -> bool:
+    """A 0/1 attribute (``keepdims``): ONNX defines no other value, and its shape inference
+    and onnxruntime's optimizer read e.g. ``keepdims = 3`` differently."""
+    v = op.attrs.get(name, default)
+    if v not in (0, 1):
+        raise TypeInferenceError(f"{op.kind}: {name} must be 0 or 1, got {v!r}")
+    return bool(v)
 
 
 def const_operand(op: Op, i: int) -> np.ndarray | None:

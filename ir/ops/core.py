@@ -19,9 +19,11 @@ from ir.ops._infer import (
     broadcast,
     const_operand,
     conv_out_dim,
+    flag,
     norm_axis,
     operand_type,
     same_as,
+    same_with_axis,
     trusted,
 )
 from ir.ops.shape import shape_operand
@@ -99,9 +101,15 @@ define("MatMulInteger", operands=(2, 4), engines=CUBE_ONLY, gemm=matmul_gemm, la
 
 
 def _gemm(op: Op) -> list[TensorType]:
+    """Any nonzero trans flag transposes (as ONNX's reference and `canonicalize` read it)."""
     a, b = operand_type(op, 0), operand_type(op, 1)
-    m = a.shape[1] if op.attrs.get("transA") else a.shape[0]
-    n = b.shape[0] if op.attrs.get("transB") else b.shape[1]
+    if a.rank != 2 or b.rank != 2:
+        raise TypeInferenceError(f"Gemm: A and B must be matrices, got ranks {a.rank} and {b.rank}")
+    ta, tb = bool(op.attrs.get("transA")), bool(op.attrs.get("transB"))
+    (m, ka), (kb, n) = a.shape[::-1] if ta else a.shape, b.shape[::-1] if tb else b.shape
+    if isinstance(ka, int) and isinstance(kb, int) and ka != kb:
+        raise TypeInferenceError(f"Gemm: inner dimensions differ: A {list(a.shape)} (transA={op.attrs.get('transA')}) "
+                                 f"x B {list(b.shape)} (transB={op.attrs.get('transB')})")
     return [TensorType(a.dtype, (m, n))]
 
 
@@ -114,9 +122,19 @@ def _conv(op: Op) -> list[TensorType]:
     x, w = operand_type(op, 0), operand_type(op, 1)
     nsp = x.rank - 2
     k = op.attrs.get("kernel_shape") or list(w.shape[2:])
+    if any(isinstance(d, int) and d != int(kd) for d, kd in zip(w.shape[2:], k)) or len(k) != w.rank - 2:
+        raise TypeInferenceError(f"{op.kind}: kernel_shape {list(k)} is not the weight's window {list(w.shape[2:])}")
     strides = op.attrs.get("strides") or [1] * nsp
     dil = op.attrs.get("dilations") or [1] * nsp
     pads = op.attrs.get("pads") or [0] * (2 * nsp)
+    group, (c_in, c_w) = int(op.attrs.get("group") or 1), (x.shape[1], w.shape[1])
+    if isinstance(c_in, int) and isinstance(c_w, int) and (w.rank != x.rank or c_in != c_w * group):
+        raise TypeInferenceError(f"{op.kind}: a weight {w} (group {group}) for an input {x}")
+    bias = op.operands[2] if op.kind in ("Conv", "fused.conv") and len(op.operands) > 2 else None
+    b = bias.type if bias is not None else None
+    if b is not None and (b.rank != 1 or all(isinstance(d, int) for d in (b.shape[0], w.shape[0]))
+                          and b.shape[0] != w.shape[0]):
+        raise TypeInferenceError(f"{op.kind}: a bias {b} for {w.shape[0]} output channels")
     sp = [conv_out_dim(x.shape[2 + i], k[i], strides[i], dil[i], pads[i], pads[i + nsp]) for i in range(nsp)]
     return [TensorType(x.dtype, (x.shape[0], w.shape[0], *sp))]
 
@@ -163,7 +181,7 @@ define("LayerNormalization", engines=VECTOR_ONLY, operands=(2, 3), attrs={"axis"
 define("LRN", engines=VECTOR_ONLY, operands=1, infer=same_as(0),
        attrs={"alpha": _f(1e-4), "beta": _f(0.75), "bias": _f(1.0), "size": Attr("int", required=True)})
 for _name in ("Softmax", "LogSoftmax", "Hardmax"):
-    define(_name, operands=1, infer=same_as(0), attrs={"axis": _i(-1)}, engines=VECTOR_ONLY)
+    define(_name, operands=1, infer=same_with_axis(0), attrs={"axis": _i(-1)}, engines=VECTOR_ONLY)
 
 
 # --- pooling ---------------------------------------------------------------------------
@@ -205,7 +223,7 @@ def _reduce(op: Op) -> list[TensorType]:
             return [x]
         axes = list(range(x.rank))
     axes = {norm_axis(a, x.rank, op) for a in axes}
-    keep = op.attrs.get("keepdims", 1)
+    keep = flag(op, "keepdims", 1)
     shape = tuple(1 if i in axes else d for i, d in enumerate(x.shape)) if keep else tuple(
         d for i, d in enumerate(x.shape) if i not in axes)
     return [x.with_shape(shape)]
@@ -243,7 +261,7 @@ for _name in ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd",
 def _arg(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
     a = norm_axis(op.attrs.get("axis", 0), x.rank, op)
-    shape = tuple(1 if i == a else d for i, d in enumerate(x.shape)) if op.attrs.get("keepdims", 1) else tuple(
+    shape = tuple(1 if i == a else d for i, d in enumerate(x.shape)) if flag(op, "keepdims", 1) else tuple(
         d for i, d in enumerate(x.shape) if i != a)
     return [TensorType(DType.i64, shape)]
 
@@ -283,8 +301,9 @@ define("Reshape", operands=2, infer=_reshape, engines=VECTOR_ONLY, traits={VIEW,
 def _flatten(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
     a = op.attrs.get("axis", 1)
+    if not -x.rank <= a <= x.rank:  # axis r flattens to [N, 1]
+        raise TypeInferenceError(f"Flatten: axis {a} out of range [-{x.rank}, {x.rank}]")
     a = a + x.rank if a < 0 else a
-
     return [x.with_shape((dim_prod(x.shape[:a]), dim_prod(x.shape[a:])))]
 
 
@@ -329,6 +348,8 @@ define("Unsqueeze", operands=(1, 2), infer=_unsqueeze, engines=VECTOR_ONLY, trai
 def _transpose(op: Op) -> list[TensorType]:
     x = operand_type(op, 0)
     perm = op.attrs.get("perm") or list(range(x.rank))[::-1]
+    if sorted(int(p) for p in perm) != list(range(x.rank)):
+        raise TypeInferenceError(f"Transpose: perm {list(perm)} is not a permutation of the {x.rank} axes")
     return [x.with_shape(tuple(x.shape[p] for p in perm))]
 
 
@@ -340,6 +361,9 @@ def _concat(op: Op) -> list[TensorType]:
     a = norm_axis(op.attrs["axis"], ts[0].rank, op)
     total: Dim = 0
     for t in ts:
+        if t.rank != ts[0].rank or any(isinstance(p, int) and isinstance(q, int) and p != q
+                                       for k, (p, q) in enumerate(zip(t.shape, ts[0].shape)) if k != a):
+            raise TypeInferenceError(f"Concat: {t} does not concatenate with {ts[0]} on axis {a}")
         total = dim_add(total, t.shape[a])
     return [ts[0].with_shape(ts[0].shape[:a] + (total,) + ts[0].shape[a + 1:])]
 
@@ -405,6 +429,9 @@ define("Slice", engines=VECTOR_ONLY, operands=(3, 5), infer=_slice)
 def _gather(op: Op) -> list[TensorType]:
     x, idx = operand_type(op, 0), operand_type(op, 1)
     a = norm_axis(op.attrs.get("axis", 0), x.rank, op)
+    c, d = const_operand(op, 1), x.shape[a]
+    if c is not None and c.size and c.dtype.kind in "iu" and isinstance(d, int) and not -d <= c.min() <= c.max() < d:
+        raise TypeInferenceError(f"Gather: constant indices in [{c.min()}, {c.max()}] for an axis of {d}")
     return [x.with_shape(x.shape[:a] + idx.shape + x.shape[a + 1:])]
 
 
@@ -457,44 +484,5 @@ def _constant_of_shape(op: Op) -> list[TensorType]:
 
 
 define("ConstantOfShape", engines=VECTOR_ONLY, operands=1, infer=_constant_of_shape, attrs={"value": T})
-
-
-def _pad(op: Op) -> list[TensorType]:
-    x = operand_type(op, 0)
-    pads = op.attrs.get("pads")
-    if pads is None:
-        c = const_operand(op, 1)
-        if c is None:
-            return trusted(op, "Pad amounts are not constant")
-        pads = [int(p) for p in c.reshape(-1)]
-    axes = list(range(x.rank))
-    if len(op.operands) > 3 and op.operands[3] is not None:
-        c = const_operand(op, 3)
-        if c is None:
-            return trusted(op, "Pad axes are not constant")
-        axes = [norm_axis(int(a), x.rank, op) for a in c.reshape(-1)]
-    shape = list(x.shape)
-    n = len(axes)
-    for j, a in enumerate(axes):
-        if isinstance(shape[a], int):
-            shape[a] = shape[a] + pads[j] + pads[j + n]
-    return [x.with_shape(tuple(shape))]
-
-
-define("Pad", engines=VECTOR_ONLY, operands=(1, 4), infer=_pad, attrs={"mode": _s("constant"), "pads": IS, "value": F})
-
-
-def _range(op: Op) -> list[TensorType]:
-    vals = [const_operand(op, i) for i in range(3)]
-    if all(v is not None for v in vals):
-        s, lim, d = (v.item() for v in vals)
-        return [TensorType(operand_type(op, 0).dtype, (max(int(np.ceil((lim - s) / d)), 0),))]
-    dims = [shape_operand(op, i) for i in range(3)]
-    if any(v is None or len(v) != 1 for v in dims) or dims[2] != [1]:
-        return trusted(op, "Range bounds are not constant")
-    return [TensorType(operand_type(op, 0).dtype, (dim_sub(dims[1][0], dims[0][0]),))]  # limit - start, step 1
-
-
-define("Range", operands=3, infer=_range, engines=VECTOR_ONLY, attrs={"stash_type": I})
 
 __all__: list[str] = ["CONV_ATTRS", "matmul_shape"]

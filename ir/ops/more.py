@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ir.core import Op
 from ir.ops._infer import broadcast, const_operand, norm_axis, operand_type, same_as, trusted
 from ir.ops.shape import shape_operand
-from ir.registry import INDEXED_READ, SHAPE_FROM_DATA, Attr, TypeInferenceError, define
-from ir.symbolic import UNKNOWN, dim_mul
+from ir.registry import INDEXED_READ, SHAPE_FROM_DATA, VECTOR_ONLY, Attr, TypeInferenceError, define
+from ir.symbolic import UNKNOWN, dim_mul, dim_sub
 from ir.types import Dim, DType, TensorType
 
 __all__: list[str] = []
@@ -238,3 +240,46 @@ def _array_feature_extractor(op: Op) -> list[TensorType]:
 
 define("ai.onnx.ml.ArrayFeatureExtractor", operands=2, infer=_array_feature_extractor,
        doc="%y = ai.onnx.ml.ArrayFeatureExtractor(%classes, %i) : (tensor<10xi64>, tensor<Nx1xi64>) -> tensor<1x?xi64>")
+
+
+def _pad(op: Op) -> list[TensorType]:
+    """Negative pads crop; cropping below an empty axis is an error."""
+    x = operand_type(op, 0)
+    pads = op.attrs.get("pads")
+    if pads is None:
+        c = const_operand(op, 1)
+        if c is None:
+            return trusted(op, "Pad amounts are not constant")
+        pads = [int(p) for p in c.reshape(-1)]
+    axes = list(range(x.rank))
+    if len(op.operands) > 3 and op.operands[3] is not None:
+        c = const_operand(op, 3)
+        if c is None:
+            return trusted(op, "Pad axes are not constant")
+        axes = [norm_axis(int(a), x.rank, op) for a in c.reshape(-1)]
+    shape = list(x.shape)
+    n = len(axes)
+    for j, a in enumerate(axes):
+        if isinstance(shape[a], int):
+            shape[a] = shape[a] + pads[j] + pads[j + n]
+            if shape[a] < 0:
+                raise TypeInferenceError(f"Pad: pads {pads[j]}, {pads[j + n]} crop axis {a} of {x.shape[a]} below 0")
+    return [x.with_shape(tuple(shape))]
+
+
+define("Pad", engines=VECTOR_ONLY, operands=(1, 4), infer=_pad,
+       attrs={"mode": Attr("str", "constant"), "pads": Attr("ints"), "value": Attr("float")})
+
+
+def _range(op: Op) -> list[TensorType]:
+    vals = [const_operand(op, i) for i in range(3)]
+    if all(v is not None for v in vals):
+        s, lim, d = (v.item() for v in vals)
+        return [TensorType(operand_type(op, 0).dtype, (max(int(np.ceil((lim - s) / d)), 0),))]
+    dims = [shape_operand(op, i) for i in range(3)]
+    if any(v is None or len(v) != 1 for v in dims) or dims[2] != [1]:
+        return trusted(op, "Range bounds are not constant")
+    return [TensorType(operand_type(op, 0).dtype, (dim_sub(dims[1][0], dims[0][0]),))]  # limit - start, step 1
+
+
+define("Range", operands=3, infer=_range, engines=VECTOR_ONLY, attrs={"stash_type": Attr("int")})

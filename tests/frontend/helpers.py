@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 __all__ = ["one_node_model", "onnx_inferred_output"]
 
@@ -19,7 +19,7 @@ def one_node_model(op_type: str, inputs: dict[str, tuple[int, list]], outputs: l
     g = helper.make_graph(
         [node], "t",
         [helper.make_tensor_value_info(n, t, s) for n, (t, s) in inputs.items()],
-        [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None) for o in outputs],
+        [onnx.ValueInfoProto(name=o) for o in outputs],  # untyped (an UNDEFINED elem_type is invalid)
         [numpy_helper.from_array(a, n) for n, a in inits.items()],
     )
     ops = [helper.make_opsetid("", opset)] + [helper.make_opsetid(d, v) for d, v in (extra_opsets or {}).items()]

@@ -135,6 +135,29 @@ def _wrong_raw_size() -> bytes:
                        [t])
 
 
+def _huge_init_no_data() -> bytes:
+    """An index initializer declaring 2**31 elements and holding one: no allocation, no hang."""
+    st = TensorProto(name="st", data_type=I64, dims=[2**31], raw_data=np.zeros(1, np.int64).tobytes())
+    inits = [st, numpy_helper.from_array(np.array([2], np.int64), "en")]
+    return model_bytes([helper.make_node("Slice", ["x", "st", "en"], ["y"], name="n0")], [_vi("x", [4])],
+                       [_vi("y", None)], inits)
+
+
+def _huge_constant_no_data() -> bytes:
+    t = TensorProto(name="c", data_type=F, dims=[2**31])
+    nodes = [helper.make_node("Constant", [], ["c"], name="n0", value=t),
+             helper.make_node("Add", ["x", "c"], ["y"], name="n1")]
+    return model_bytes(nodes, [_vi("x", [1])], [_vi("y", None)])
+
+
+def _declared(dtype: int, *, value_info: bool = False, op: str = "Relu", **attrs) -> bytes:
+    """Relu/Cast -> Neg, with the graph output (or the intermediate's value_info) declared `dtype`."""
+    nodes = [helper.make_node(op, ["x"], ["h"], name="n0", **attrs), helper.make_node("Neg", ["h"], ["y"], name="n1")]
+    if value_info:
+        return model_bytes(nodes, [_vi("x", [4])], [_vi("y", None)], value_info=[_vi("h", [4], dtype)])
+    return model_bytes(nodes[:1], [_vi("x", [4])], [_vi("h", [4], dtype)])
+
+
 _N = helper.make_node
 CASES: dict[str, Callable[[], bytes]] = {
     "function_recursive": _recursive,
@@ -177,4 +200,23 @@ CASES: dict[str, Callable[[], bytes]] = {
     "squeeze_axis_out_of_range": lambda: _with_init("Squeeze", (1, 4), np.array([7], np.int64)),
     "reduce_axis_out_of_range": lambda: _unary("ReduceMax", (2, 3), axes=[9], keepdims=1),
     "split_sizes_wrong": lambda: _with_init("Split", (6,), np.array([2, 2], np.int64)),
+    "init_dims_2_31_one_value": _huge_init_no_data,
+    "constant_dims_2_31_no_data": _huge_constant_no_data,
+    "output_declared_int64": lambda: _declared(I64),
+    "output_declared_undefined": lambda: _declared(TensorProto.UNDEFINED),
+    "value_info_declared_int32": lambda: _declared(TensorProto.INT32, value_info=True),
+    "cast_to_int64_output_float": lambda: _declared(F, op="Cast", to=I64),
+    "softmax_axis_2_40": lambda: _unary("Softmax", (2, 3), axis=2**40),
+    "flatten_axis_out_of_range": lambda: _unary("Flatten", (2, 3), axis=5),
+    "flatten_axis_2_40": lambda: _unary("Flatten", (2, 3), axis=2**40),
+    "conv_kernel_shape_not_the_weights": lambda: _conv((1, 1, 8, 8), 3, kernel_shape=[2, 3]),
+    "gemm_transb_2_40": lambda: _with_init("Gemm", (2, 8), np.ones((8, 16), np.float32), transB=2**40),
+    "gather_constant_index_out_of_range": lambda: _with_init("Gather", (2, 3), np.array([0, 3], np.int64), axis=1),
+    "pad_crops_below_zero": lambda: _with_init("Pad", (2, 3), np.array([0, -2, 0, -2], np.int64)),
+    "conv_bias_is_the_input": lambda: model_bytes(
+        [helper.make_node("Conv", ["x", "w", "x"], ["y"], name="n0")], [_vi("x", [1, 3, 8, 8])], [_vi("y", None)],
+        [numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")]),
+    "reduce_keepdims_3": lambda: _unary("ReduceMean", (2, 3), axes=[1], keepdims=3),
+    "dim_param_question_marks": lambda: model_bytes([helper.make_node("Relu", ["x"], ["y"], name="n0")],
+                                                    [_vi("x", ["??", 4])], [_vi("y", None)]),
 }

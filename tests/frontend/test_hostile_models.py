@@ -116,3 +116,94 @@ def _conv_model() -> bytes:
 def test_input_shape_overrides_that_break_the_model(shape, says, tmp_path, capsys):
     rc, err = _compile(tmp_path, _conv_model(), capsys, f"--input_shape=input:{shape}")
     assert rc == 3 and says in err, err
+
+
+# bench/fuzz_onnx.py's findings: exit 3 (not 1, not a hang, not an .om) naming the value or node
+FUZZ_CASES = {
+    "init_dims_2_31_one_value": "initializer 'st' declares dims [2147483648] (2147483648 elements of INT64) "
+                                "but holds 8 bytes",
+    "constant_dims_2_31_no_data": "node 'n0' (Constant): attribute 'value' declares dims [2147483648]",
+    "output_declared_int64": "graph output 'h' is declared tensor(int64), but node 'n0' (Relu) produces tensor(float)",
+    "output_declared_undefined": "graph output 'h' declares a tensor type without an element type",
+    "value_info_declared_int32": "value_info 'h' is declared tensor(int32), but node 'n0' (Relu) produces",
+    "cast_to_int64_output_float": "graph output 'h' is declared tensor(float), but node 'n0' (Cast) produces "
+                                  "tensor(int64)",
+    "softmax_axis_2_40": "node 'n0', opset 17): type inference failed: Softmax: axis 1099511627776 out of range",
+    "gemm_transb_2_40": "node 'n0', opset 17): type inference failed: Gemm: inner dimensions differ",
+    "gather_constant_index_out_of_range": "node 'n0', opset 17): type inference failed: Gather: constant indices "
+                                          "in [0, 3] for an axis of 3",
+    "pad_crops_below_zero": "node 'n0', opset 17): type inference failed: Pad: pads -2, -2 crop axis 1 of 3 below 0",
+    "conv_bias_is_the_input": "node 'n0', opset 17): type inference failed: Conv: a bias tensor<1x3x8x8xf32> for 4 "
+                              "output channels",
+    "flatten_axis_2_40": "node 'n0', opset 17): type inference failed: Flatten: axis 1099511627776 out of range",
+    "conv_kernel_shape_not_the_weights": "node 'n0', opset 17): type inference failed: Conv: kernel_shape [2, 3] is "
+                                         "not the weight's window [3, 3]",
+    "reduce_keepdims_3": "node 'n0', opset 17): type inference failed: ReduceMean: keepdims must be 0 or 1, got 3",
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_CASES))
+def test_fuzzer_finding_exits_3_naming_the_problem(name, tmp_path, capsys):
+    t0 = time.perf_counter()
+    rc, err = _compile(tmp_path, CASES[name](), capsys)
+    assert rc == 3 and FUZZ_CASES[name] in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "m.om").exists(), err
+    assert time.perf_counter() - t0 < 10  # the 2**31-element initializer once hung in data propagation
+
+
+def _declared_model(shape, *, value_info: bool = False) -> bytes:
+    """Relu -> Neg whose output (or intermediate) declares the right element type and `shape`."""
+    from onnx import helper
+
+    F = onnx.TensorProto.FLOAT
+    nodes = [helper.make_node("Relu", ["x"], ["h"], name="a"), helper.make_node("Neg", ["h"], ["y"], name="b")]
+    vi = [helper.make_tensor_value_info("h", F, shape)] if value_info else []
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [2, 3])],
+                          [helper.make_tensor_value_info("y", F, None if value_info else shape)], value_info=vi)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+@pytest.mark.parametrize("shape, value_info", [([5], False), ([2, 4], False), (None, False), ([7], True)])
+def test_a_declared_shape_that_disagrees_is_not_rejected(shape, value_info, tmp_path, capsys):
+    """onnxruntime merges a disagreeing declared *shape* with a warning and runs the model;
+    only the element type must agree."""
+    data = _declared_model(shape, value_info=value_info)
+    assert not _ort_rejects(data)
+    rc, err = _compile(tmp_path, data, capsys)
+    assert rc == 0, err
+
+
+def test_valid_tensors_of_every_storage_pass_the_size_check():
+    """Packed 4-bit, complex, string and float16 tensors hold exactly what their dims say."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from compiler.frontend.validate import check_tensor_size
+
+    T = onnx.TensorProto
+    tensors = [helper.make_tensor("i4", T.INT4, [5], [1, 2, 3, 4, 5]),
+               helper.make_tensor("c64", T.COMPLEX64, [2], [1 + 2j, 3 + 4j]),
+               helper.make_tensor("s", T.STRING, [2], [b"a", b"b"]),
+               helper.make_tensor("h", T.FLOAT16, [3], np.ones(3, np.float16)),
+               helper.make_tensor("e", T.FLOAT, [0, 4], []),
+               numpy_helper.from_array(np.ones((3, 5), np.float32), "raw"),
+               helper.make_tensor("i4raw", T.INT4, [5], b"\x21\x43\x05", raw=True)]
+    for t in tensors:
+        check_tensor_size(t, t.name)
+    short = T(name="short", data_type=T.FLOAT, dims=[4], float_data=[1.0, 2.0])
+    with pytest.raises(UnsupportedModelError, match=r"'short' declares dims \[4\] \(4 elements of FLOAT\) but holds 2"):
+        check_tensor_size(short, "'short'")
+
+
+def test_a_dim_param_that_is_no_symbol_compiles_and_runs(tmp_path, capsys):
+    """ONNX allows any dim_param text ("??"); the .om loader parses every dim, so the
+    frontend names it a parseable symbol (it once reached codegen and ended in exit 1)."""
+    import numpy as np
+
+    from runtime import Session
+
+    rc, err = _compile(tmp_path, CASES["dim_param_question_marks"](), capsys)
+    assert rc == 0, err
+    sess = Session(str(tmp_path / "m.om"))
+    x = np.array([[-1.0, 2.0, -3.0, 4.0]] * 3, np.float32)
+    np.testing.assert_array_equal(sess.run(None, {"x": x})[0], np.maximum(x, 0))
