@@ -111,6 +111,20 @@ def gemv_view(a: np.ndarray, b: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, 
     return a.reshape(k), o.reshape(n)
 
 
+def rows_view(a: np.ndarray, b: np.ndarray, o: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(a, b, out) for ``np.matmul(a, b, out=o)``, with a stacked `a` [..., M, K] times a 2-D
+    `b` collapsed into one [(...)M, K] x [K, N] product when `a` and `o` are C-contiguous.
+
+    numpy runs a stacked product as one small GEMM per matrix of the stack, and with a
+    stack of one and ``out=`` it took 80 ms for a [1, 49, 3072] x [3072, 768] product
+    that is 6.6 ms as one [49, 3072] GEMM (swin_t's MLP); [64, 49, 96] x [96, 384]: 13.9
+    against 7.0 ms."""
+    if b.ndim == 2 and a.ndim > 2 and a.flags.c_contiguous and o.flags.c_contiguous \
+            and o.shape[:-1] == a.shape[:-1]:
+        return a.reshape(-1, a.shape[-1]), b, o.reshape(-1, o.shape[-1])
+    return a, b, o
+
+
 def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | None = None,
            epilogue: Any = None) -> np.ndarray:
     """a @ b (ONNX MatMul = numpy matmul) following the op's tile plan.
@@ -157,7 +171,8 @@ def matmul(a: np.ndarray, b: np.ndarray, attrs: dict[str, Any], o: np.ndarray | 
     if vec is not None:
         gemv(vec[0], b2, vec[1])
     else:
-        np.matmul(a2, b2, out=r)
+        x, w, y = rows_view(a2, b2, r)
+        np.matmul(x, w, out=y)
     if sq_b:  # back to the result's shape (views)
         r = r[..., 0]
     if sq_a:
@@ -193,6 +208,7 @@ def _plan_matmul(inputs, attrs, out):
         if b.shape[0] <= GEMV_BLOCK:
             return partial(np.einsum, "k,kn->n", vec[0], b, out=vec[1])
         return partial(gemv, vec[0], b, vec[1], scratch(attrs, 37, (b.shape[1],), np.float32))
+    a, b, o = rows_view(a, b, o)
     return partial(np.matmul, a, b, out=o)
 
 
