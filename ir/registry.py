@@ -201,6 +201,17 @@ def all_ops() -> dict[str, OpDef]:
     return dict(_REGISTRY)
 
 
+# Epilogues the fuse pass forms from a pattern rather than one declared op (their operands
+# or shape of uses decide): ``Clip(x, 0, 6)`` and ``Mul(x, Sigmoid(x))``.
+PATTERN_EPILOGUES = {"relu6": "Clip(x, 0, 6)", "silu": "Mul(x, Sigmoid(x))"}
+
+
+def epilogue_names() -> frozenset[str]:
+    """Every ``act`` a Cube op may carry: ``none``, the declared ``epilogue`` names and
+    `PATTERN_EPILOGUES` -- what the fuse pass may write and the .om loader accepts."""
+    return frozenset({"none", *PATTERN_EPILOGUES} | {d.epilogue for d in _REGISTRY.values() if d.epilogue})
+
+
 def gemm_dims(op: Op) -> Gemm | None:
     """The GEMMs a Cube op performs (`ir.gemm`), or None if it is not a Cube op."""
     d = _REGISTRY.get(op.kind)

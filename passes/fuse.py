@@ -11,6 +11,10 @@ whole rather than as MatMul+Add then Relu):
                                                                          canonicalize's rule, `passes._conv_fold`)
     Act(Conv(x, w, b?))            → fused.conv(x, w, b?) {act = "<epilogue>"}
                                      (any op declared with ``epilogue=...``: Relu, HardSwish)
+    Clip(Conv(..), 0, 6)           → fused.conv(..) {act = "relu6"}      (Clip(.., 0) → "relu"; the
+                                                                         bounds are operands, so a rule)
+    Mul(c, Sigmoid(c)), c = Conv(..) → fused.conv(..) {act = "silu"}     (SiLU as exporters write it;
+                                                                         c has exactly those two uses)
 
 ``b`` must be a constant broadcast along the last axis only (shape [N] or
 [1, N]).  A fusion is legal only when every intermediate result has exactly
@@ -177,6 +181,58 @@ def fuse_epilogue(rw: Rewriter, act: Op, ctx: PassContext) -> bool:
     return _fuse(rw, act, host, list(p.operands), {**p.attrs, "act": name}, ctx, f"{origin}_{name}")
 
 
+def _host_of(rw: Rewriter, x: Value | None) -> tuple[Op, str] | None:
+    """(Cube op producing float `x` with no epilogue yet, the op kind that runs it with one)."""
+    p = x.producer if x is not None else None
+    if p is None or not x.type.dtype.is_float or p.attrs.get("act", "none") != "none":
+        return None
+    host = _epilogue_host(p.kind)
+    return (p, host) if host is not None else None
+
+
+def _fuse_act(rw: Rewriter, last: Op, p: Op, host: str, name: str, ctx: PassContext) -> bool:
+    origin = lookup(host).origin.lower()  # type: ignore[union-attr]
+    return _fuse(rw, last, host, list(p.operands), {**p.attrs, "act": name}, ctx, f"{origin}_{name}")
+
+
+def _scalar(v: Value | None) -> float | None:
+    c = _const(v)
+    return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+
+def fuse_clip(rw: Rewriter, clip: Op, ctx: PassContext) -> bool:
+    """Clip(Cube op, 0, 6) → act = "relu6" (MobileNet's ReLU6); Clip(Cube op, 0) → "relu"."""
+    x = clip.operands[0]
+    hit = _host_of(rw, x)
+    if hit is None or not rw.single_use(x):
+        return False
+    lo = _scalar(clip.operands[1]) if len(clip.operands) > 1 and clip.operands[1] is not None else clip.attrs.get("min")
+    hi = _scalar(clip.operands[2]) if len(clip.operands) > 2 and clip.operands[2] is not None else clip.attrs.get("max")
+    if lo == 0.0 and hi == 6.0:
+        return _fuse_act(rw, clip, *hit, "relu6", ctx)
+    if lo == 0.0 and hi is None:
+        return _fuse_act(rw, clip, *hit, "relu", ctx)
+    return False
+
+
+def fuse_silu(rw: Rewriter, mul: Op, ctx: PassContext) -> bool:
+    """Mul(x, Sigmoid(x)) with x a Cube op's result → act = "silu" (SiLU / Swish as exporters
+    write it: x has exactly those two uses)."""
+    for i in (0, 1):
+        x, s = mul.operands[i], mul.operands[1 - i]
+        sig = s.producer if s is not None else None
+        if sig is None or sig.kind != "Sigmoid" or sig.operands[0] is not x or not rw.single_use(s):
+            continue
+        hit = _host_of(rw, x)
+        users = {u.op for u in x.uses} if x is not None else set()
+        if hit is None or users != {sig, mul} or len(x.uses) != 2 or x in rw.graph.outputs:
+            continue
+        if mul.result.type != x.type:
+            continue
+        return _fuse_act(rw, mul, *hit, "silu", ctx)
+    return False
+
+
 def fuse_matmul_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
     if _relu_consumes(rw, add.result) and _matmul_bias(rw, add):
         return False  # the Relu rule fuses all three
@@ -209,7 +265,8 @@ def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
 
 
 def _rules() -> RuleTable:
-    rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add], "Gemm": [fuse_gemm]}
+    rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add], "Gemm": [fuse_gemm],
+                        "Clip": [fuse_clip], "Mul": [fuse_silu]}
     for kind, d in all_ops().items():
         if d.epilogue:
             rules.setdefault(kind, []).append(fuse_epilogue)

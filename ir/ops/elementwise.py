@@ -45,7 +45,8 @@ UNARY_OP = {ELEMENTWISE, UNARY}
 # --- activations: Vector kernels, some also Cube epilogues ------------------------------
 define("Relu", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE, HOMOGENEOUS}, engines=VECTOR_ONLY,
        epilogue="relu", doc="%y = Relu(%x); fuses into a Cube op as act = \"relu\"")
-define("Sigmoid", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY)
+define("Sigmoid", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY,
+       epilogue="sigmoid")
 define("Tanh", operands=1, infer=same_as(0), traits=UNARY_OP | {FP16_SAFE}, engines=VECTOR_ONLY)
 define("HardSwish", operands=1, infer=same_as(0), traits=UNARY_OP, engines=VECTOR_ONLY, epilogue="hardswish",
        doc="%y = HardSwish(%x): x * clip(x / 6 + 1 / 2, 0, 1); fuses into a Cube op as act = \"hardswish\"")

@@ -213,13 +213,14 @@ def _upsample(op: Op) -> list[TensorType]:
 
 # No defaults: a Resize keeps the attributes its opset gave it (opset 10 and 11+ differ in
 # their coordinate mapping), and the runtime evaluates it at the model's opset.
-define("Resize", operands=(1, 4), infer=_resize,
+define("Resize", operands=(1, 4), infer=_resize, engines=VECTOR_ONLY,
        attrs={"antialias": Attr("int"), "axes": Attr("ints"), "coordinate_transformation_mode": Attr("str"),
               "cubic_coeff_a": Attr("float"), "exclude_outside": Attr("int"), "extrapolation_value": Attr("float"),
               "keep_aspect_ratio_policy": Attr("str"), "mode": Attr("str"), "nearest_mode": Attr("str")},
        doc="%y = Resize(%x, none, none, %sizes) {mode = \"nearest\"} : (tensor<1x8x8x8xf32>, tensor<4xi64>) -> "
            "tensor<1x8x16x16xf32>  (%sizes = const [1, 8, 16, 16])")
-define("Upsample", operands=(1, 2), infer=_upsample, attrs={"mode": Attr("str"), "scales": Attr("floats")},
+define("Upsample", operands=(1, 2), infer=_upsample, engines=VECTOR_ONLY,
+       attrs={"mode": Attr("str"), "scales": Attr("floats")},
        doc="%y = Upsample(%x, %s) {mode = \"nearest\"} : (tensor<1x8x8x8xf32>, tensor<4xf32>) -> "
            "tensor<1x8x16x16xf32>  (%s = const [1, 1, 2, 2])")
 
