@@ -11,7 +11,7 @@ seconds), microseconds per node, and onnxruntime's ``InferenceSession`` creation
 flat as the graph grows.
 
 INT8: each ``--int8`` model compiled with ``allow_quantize`` and ``--samples``
-random-normal calibration inputs (seeded), beside its float compile.
+random-normal calibration inputs (seeded; ``precision_mode=allow_quantize``), beside its float compile.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def int8(paths: list[str], samples: int) -> None:
             compile_model(p, soc_version="Ascend310P3")
             fl = time.perf_counter() - t0
             t0 = time.perf_counter()
-            compile_model(p, soc_version="Ascend310P3", allow_quantize=True, calibration_data=npz)
+            compile_model(p, soc_version="Ascend310P3", precision_mode="allow_quantize", calibration_data=npz)
             q = time.perf_counter() - t0
             print(f"{Path(p).stem:<32} {fl:>8.1f} {q:>8.1f}", flush=True)
 
