@@ -121,6 +121,9 @@ def test_planned_conv_gives_the_tile_loops_numbers():
     ((1, 6, 9, 9), (3, 3), {"auto_pad": "SAME_UPPER"}),
     ((2, 6, 40, 40), (3, 3), {"strides": [2, 2], "pads": [1, 1, 1, 1]}),  # the tap form: rows >= 16
     ((1, 40, 64, 64), (5, 5), {"strides": [2, 2], "pads": [2, 2, 2, 2]}),  # ... over three channel blocks
+    ((2, 20, 60, 60), (3, 3), {"pads": [1, 1, 1, 1]}),  # stride 1, wide rows: the in-cache tap sums
+    ((1, 30, 14, 14), (5, 5), {"pads": [4, 4, 4, 4], "dilations": [2, 2]}),  # ... dilated
+    ((1, 8, 50, 45), (7, 7), {"pads": [3, 2, 3, 4]}),  # ... 7x7, uneven pads
 ])
 def test_depthwise_paths_equal_reference(shape, k, attrs):
     r = np.random.RandomState(3)
