@@ -64,7 +64,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _aicpu_ops(exe) -> int:
-    return int(exe.header["report"].get("ops", {}).get("aicpu", 0))
+    return int(exe.header["report"].get("ops", {}).get("by_engine", {}).get("aicpu", 0))
 
 
 def _median_time(fn, repeat: int, budget_s: float = 60.0) -> float:
