@@ -41,7 +41,7 @@ import numpy as np
 from ir.symbolic import symbols
 from ir.types import DType
 from runtime.dims import DimBinder
-from runtime.errors import InputError, RuntimeFailure
+from runtime.errors import InputError, InvalidOmError
 from runtime.kernels import lookup_kernel
 from runtime.kernels.movement import concat_in_place
 from runtime.kernels.shape import dims_program
@@ -264,7 +264,9 @@ class Session:
         try:
             return make_aicpu_kernel(st["kernel"], attrs, st.get("opset"), in_types, len(st["outputs"]))
         except Exception as e:  # noqa: BLE001 - any load failure is reported with the step
-            raise RuntimeFailure(
+            # the loader let the kind through (an ONNX schema exists), but this runtime cannot run
+            # the step: the .om names a kernel it has not got (exit 4), not a failure of a run
+            raise InvalidOmError(
                 f"step {st['name']!r}: no kernel for {st['kernel']!r} (native or onnx.reference): {e}") from None
 
     # -- introspection ---------------------------------------------------------------

@@ -14,8 +14,10 @@ compiler uses (`ir.registry`) and against what the `Session` will do with it:
 - operand counts and attributes match the op's schema; the attributes the
   kernels loop on are in range (strides, kernel_shape, dilations >= 1, windows
   within the padded input, pads >= 0, axes within the rank);
-- steps read only graph inputs, weights and values an earlier step wrote;
-- KV cache entries name existing activations with sane capacities.
+- steps read only graph inputs, weights and values an earlier step wrote; KV cache
+  entries name existing activations with sane capacities;
+- each step's result types are its op's inference (`runtime.validate_steps`); values
+  live at once share no arena bytes (`runtime.validate_arena`).
 
 A violation raises `InvalidOmError` naming the step and field (``m.om: step 2
 (MaxPool '/pool').attrs.kernel_shape[0]: window 4294967297 does not fit the padded input (10)``).
@@ -29,7 +31,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -37,6 +39,7 @@ from ir.registry import lookup
 from ir.symbolic import parse_dim, symbols
 from ir.types import DType
 from runtime.errors import InvalidOmError
+from runtime.validate_steps import check_program
 
 __all__ = ["MAX_JSON_DEPTH", "check_json_depth", "host_limit", "soc_ddr_bytes", "validate_executable"]
 
@@ -106,7 +109,7 @@ class _Check:
         self.acts: list[dict[str, Any]] = []
         self.ranks: list[int] = []
 
-    def fail(self, where: str, msg: str) -> None:
+    def fail(self, where: str, msg: str) -> NoReturn:
         raise InvalidOmError(f"{self.name}: {where}: {msg}")
 
     def dict_(self, x: Any, where: str) -> dict[str, Any]:
@@ -140,7 +143,6 @@ class _Check:
             return DType(x).numpy
         except (ValueError, TypeError):
             self.fail(where, f"unknown dtype {x!r:.60}")
-        raise AssertionError  # unreachable
 
     # -- header, dims, activations, memory ---------------------------------------------------
     def header(self) -> None:
@@ -297,6 +299,7 @@ class _Check:
         self.memory()
         self.io()
         _Steps(self).run()
+        check_program(self)
 
 
 class _Steps:
@@ -319,9 +322,6 @@ class _Steps:
             w, r = f"program.outputs[{i}].ref", e["ref"]
             if r[0] == "a" and r[1] not in self.written and r[1] not in self.presents:
                 c.fail(w, f"activation {r[1]} is never written")
-            dt = c.acts[r[1]]["dtype"] if r[0] == "a" else _dtype_name(c.weights[r[1]])
-            if dt != e["dtype"]:
-                c.fail(w + ".dtype", f"output is {e['dtype']} but its value is {dt}")
 
     def step(self, k: int, st: Any) -> None:
         c = self.c
@@ -483,10 +483,6 @@ class _Steps:
             if b is not None and x < b:
                 c.fail(f"{w}[{i}]", f"capacity {x} is below the dim's bound {b}")
         return cap
-
-
-def _dtype_name(a: np.ndarray) -> str:
-    return DType.from_numpy(np.asarray(a).dtype).value
 
 
 def validate_executable(header: Any, weights: Mapping[str, np.ndarray], *, name: str = "<bytes>",

@@ -184,7 +184,9 @@ def load_and_run(blob: bytes) -> BaseException | None:
 
 
 def test_fuzz_edited_om_files_raise_only_atcpy_errors(models):
-    t0, n, rejected, bugs = time.perf_counter(), 0, 0, []
+    """No mutant escapes with a non-atcpy exception, and none fails as a generic runtime
+    error (exit 1): what the loader accepts, the runtime runs."""
+    t0, n, rejected, bugs, exit1 = time.perf_counter(), 0, 0, [], []
     for name, blob in models.items():
         assert load_and_run(blob) is None, f"{name}: the unmutated model must run"
         rng = random.Random(17)
@@ -200,9 +202,13 @@ def test_fuzz_edited_om_files_raise_only_atcpy_errors(models):
                 continue
             n += 1
             rejected += isinstance(err, InvalidOmError)
+            if getattr(err, "exit_code", None) == 1:
+                exit1.append(f"{name} #{k} {what}: {type(err).__name__}: {err}"[:400])
     took = time.perf_counter() - t0
-    print(f"{2 * N_MUTANTS} mutants in {took:.1f}s; {rejected} rejected at load; {len(bugs)} escaped")
+    print(f"{2 * N_MUTANTS} mutants in {took:.1f}s; {rejected} rejected at load; {len(bugs)} escaped; "
+          f"{len(exit1)} exit 1")
     assert not bugs, "\n".join(bugs[:30])
+    assert not exit1, "\n".join(exit1[:30])
 
 
 # --- regressions ---------------------------------------------------------------------------
