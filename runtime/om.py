@@ -19,8 +19,9 @@ Layout (all integers little-endian)::
             ...   weight data; every tensor starts at a 64-byte aligned offset
     end-32  32    sha256 of every byte before it
 
-Weights are loaded with ``np.frombuffer`` on a read-only mmap (or the given
-bytes): zero-copy, and loading never executes code from the file (no pickle).
+Weights are loaded with ``np.frombuffer`` on the file's bytes, read once into
+private memory (``mmap_weights=True``: a read-only mmap), or on the given bytes;
+loading never executes code from the file (no pickle).
 JSON is written with sorted keys and no timestamps, so the same program gives
 byte-identical files.  Non-finite floats are tagged (``{"$float": "nan"}``)
 so the JSON stays strict and NaN/inf attributes survive exactly.
@@ -33,6 +34,7 @@ import json
 import math
 import mmap
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ import numpy as np
 
 from ir.types import DType
 from runtime.errors import InvalidOmError, OmFormatError
-from runtime.validate import check_json_depth, validate_executable
+from runtime.validate import check_json_depth, host_limit, validate_executable
 
 __all__ = [
     "FORMAT_VERSION",
@@ -138,7 +140,7 @@ class Executable:
 
     header: dict[str, Any]
     weights: dict[str, np.ndarray] = field(default_factory=dict)
-    _buffer: Any = field(default=None, repr=False, compare=False)  # keeps the mmap alive
+    _buffer: Any = field(default=None, repr=False, compare=False)  # keeps the file's bytes (or mmap) alive
 
     # -- conveniences ------------------------------------------------------
     @property
@@ -160,10 +162,16 @@ class Executable:
 
     @classmethod
     def load(cls, source: str | os.PathLike | bytes | bytearray | memoryview, *,
-             max_bytes: int | None = None) -> Executable:
+             max_bytes: int | None = None, mmap_weights: bool = False) -> Executable:
         """Load and validate: the frame (magic, version, sizes, checksum; `OmFormatError`),
         then the program (`runtime.validate`; `InvalidOmError`), before anything is allocated.
-        `max_bytes` caps the memory the program may ask for (default: `runtime.validate.host_limit`)."""
+        `max_bytes` caps the memory the program may ask for (default: `runtime.validate.host_limit`).
+
+        A file is read into private memory: a loaded executable does not change, or crash the
+        process, when its file is replaced or truncated under it.  ``mmap_weights=True`` maps the
+        file instead (zero-copy, pages shared between processes), with mmap's contract: the file
+        must not be truncated while the executable lives -- reading a page past the new end is
+        SIGBUS, which no Python code can catch."""
         if isinstance(source, (bytes, bytearray, memoryview)):
             return read_om(memoryview(source), name="<bytes>", max_bytes=max_bytes)
         path = Path(source)
@@ -172,7 +180,16 @@ class Executable:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
                     raise OmFormatError(f"{path}: empty file, not an .om executable")
-                buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise OmFormatError(f"{path}: not a regular file")
+                if mmap_weights:
+                    buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                else:
+                    limit = host_limit(max_bytes)
+                    if size > limit:
+                        raise OmFormatError(f"{path}: {size} bytes, over the host limit of {limit} "
+                                            f"(ATCPY_OM_MAX_BYTES or max_bytes= sets it)")
+                    buf = f.read(size)
         except FileNotFoundError:
             raise OmFormatError(f"{path}: no such file") from None
         except IsADirectoryError:
@@ -198,11 +215,13 @@ class Executable:
 # --- writer -------------------------------------------------------------------------------
 def write_atomic(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to a temp file beside `path`, fsync, then rename: never half-written.
+    The file gets the permissions of the one it replaces, or 0666 less the umask.
     The temp file (``.<name>.<pid>.<random>.tmp``) is removed on every failure; temps that a
     killed earlier write left beside `path` are swept first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _sweep_stale_temps(path)
+    mode = _new_file_mode(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         try:
@@ -213,11 +232,35 @@ def write_atomic(path: str | os.PathLike, data: bytes) -> None:
         with f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)  # mkstemp made it 0600
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions `path` gets: those of the file it replaces, else 0666 less the umask
+    (what ``open(path, "w")`` would give)."""
+    try:
+        return stat.S_IMODE(os.stat(path).st_mode)
+    except OSError:
+        pass
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without setting it (os.umask is process-wide and racy between threads)
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    old = os.umask(0o022)
+    os.umask(old)
+    return old
 
 
 _STALE_SECONDS = 3600.0  # a temp without a pid in its name (an older atcpy's) counts as stale after this
