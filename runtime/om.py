@@ -30,6 +30,7 @@ so the JSON stays strict and NaN/inf attributes survive exactly.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import math
 import mmap
@@ -357,6 +358,7 @@ def read_om(buf: memoryview, name: str = "<bytes>", *, max_bytes: int | None = N
     if not isinstance(index, dict):
         raise InvalidOmError(f"{name}: the weight index is not a JSON object")
     weights = {wname: _weight(buf, wname, ent, dstart, dlen, name) for wname, ent in index.items()}
+    _check_disjoint(index, name)
     validate_executable(header, weights, name=name, max_bytes=max_bytes)
     return Executable(header, weights)
 
@@ -395,7 +397,19 @@ def _weight(buf: memoryview, wname: str, ent: Any, dstart: int, dlen: int, name:
         raise InvalidOmError(f"{where}: offset and nbytes must be integers")
     if off < 0 or off + nb > dlen or nb != count * dt.itemsize:
         raise InvalidOmError(f"{where}: lies outside the data section or has a bad size")
+    if off % ALIGN:
+        raise InvalidOmError(f"{where}: offset {off} is not {ALIGN}-byte aligned (the writer aligns every tensor)")
     return np.frombuffer(buf, dtype=dt, count=count, offset=dstart + off).reshape(shape)
+
+
+def _check_disjoint(index: dict[str, Any], name: str) -> None:
+    """The writer lays the weights out one after another: two entries sharing bytes is an
+    edited index, not a program (it would alias one weight's data as another's)."""
+    spans = sorted((e["offset"], e["offset"] + e["nbytes"], w) for w, e in index.items()
+                   if isinstance(e, dict) and e.get("dtype") != "str" and e.get("nbytes", 0) > 0)
+    for (_, end, a), (start, _, b) in itertools.pairwise(spans):
+        if start < end:
+            raise InvalidOmError(f"{name}: weights {a!r:.80} and {b!r:.80} overlap in the data section")
 
 
 def load_executable(source: str | os.PathLike | bytes | bytearray | memoryview, *,

@@ -49,10 +49,23 @@ def _del(path: tuple) -> Callable[[dict, dict], None]:
 
 
 def _extra_weight(h: dict, i: dict) -> None:
-    """A Gemm whose weight's rows are not the activation's columns: [2, 8] x [4, 16]."""
-    i["w4"] = {**i["w"], "shape": [4, 16], "nbytes": 4 * 16 * 4}
+    """A Gemm whose weight's rows are not the activation's columns: [2, 8] x [4, 32] (the
+    weight's own bytes reshaped, so the index stays a valid layout)."""
+    assert i["w"]["nbytes"] == 4 * 32 * 4
+    i["w"]["shape"] = [4, 32]
     st = h["program"]["steps"][0]
-    st["kernel"], st["inputs"][1] = "Gemm", ["w", "w4"]
+    st["kernel"], st["inputs"][1] = "Gemm", ["w", "w"]
+
+
+def _weights_overlap(h: dict, i: dict) -> None:
+    """The second weight of the data section moved onto the first (aligned, in bounds)."""
+    first, second = sorted((e for e in i.values() if e.get("nbytes")), key=lambda e: e["offset"])[:2]
+    second["offset"] = first["offset"]
+
+
+def _weight_unaligned(h: dict, i: dict) -> None:
+    e = max((e for e in i.values() if e.get("nbytes")), key=lambda e: e["offset"])
+    e["offset"] -= 1
 
 
 def _overwrite_live(h: dict, i: dict) -> None:
@@ -87,6 +100,8 @@ CASES = {
         {**h["program"]["outputs"][0], "ref": ["a", 3]}), ["program.outputs[1].name", "names two values"]),
     "arena overlap": ("pool_net", _set(("activations", 2, "offset"), 1), ["activation 2.offset", "overlaps"]),
     "in place over a live value": ("mlp", _overwrite_live, ["activation 4.offset", "reads later"]),
+    "weights overlap": ("tiny_cnn", _weights_overlap, ["overlap in the data section"]),
+    "weight offset unaligned": ("tiny_cnn", _weight_unaligned, ["is not 64-byte aligned"]),
 }
 
 
