@@ -132,6 +132,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
         winograd_conv3x3(x, _winograd_u(attrs, w, acc_dt), p, acc,
                          lambda key, shape, dt: scratch(attrs, key, shape, dt), b)
         b = None  # added by the output transform
+    elif nsp == 2 and (plan := sparse_taps(tuple(sp), tuple(k), tuple(s), tuple(d), tuple(p), osz)) is not None:
+        _conv_live_taps(x, w, plan, g, acc, attrs)
     else:
         kk = math.prod(k)
         wm = w.reshape(g, mg, cg * kk)
@@ -165,6 +167,91 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     if acc is not res:
         np.copyto(res, acc, casting="unsafe")
     return res
+
+
+def _tap_range(size: int, out: int, s: int, offset: int) -> tuple[int, int]:
+    """Outputs [lo, hi) whose input position o*s + offset lies inside [0, size)."""
+    lo = max(0, -(offset // s))  # ceil(-offset / s)
+    hi = min(out, (size - 1 - offset) // s + 1)
+    return lo, max(lo, hi)
+
+
+def live_taps(sp, k, s, d, p, osz) -> list[int]:
+    """The kernel taps (flat index) that read at least one real input element; the others
+    read only padding and add exact zeros -- every off-centre tap of DeepLab's ASPP convs
+    (dilation 24, 36) on a 14x14 map."""
+    def reads_input(tap: tuple[int, ...]) -> bool:
+        return all(lo < hi for lo, hi in (_tap_range(sp[i], osz[i], s[i], tap[i] * d[i] - p[i])
+                                          for i in range(len(k))))
+    return [t for t, tap in enumerate(itertools.product(*(range(v) for v in k))) if reads_input(tap)]
+
+
+@functools.lru_cache(maxsize=1024)
+def sparse_taps(sp: tuple, k: tuple, s: tuple, d: tuple, p: tuple, osz: tuple):
+    """For a 2-D conv whose taps read padding for many outputs: (live taps, their input offsets,
+    their valid output windows, the windows' total area); None for an ordinary conv (every tap
+    live and at least half of the tap x output products reading real input).  Pure, cached
+    per geometry: ordinary convs pay one dict lookup a run."""
+    taps = list(itertools.product(*(range(v) for v in k)))
+    live = live_taps(sp, k, s, d, p, osz)
+    offs = [tuple(taps[t][a] * d[a] - p[a] for a in range(2)) for t in live]
+    wins = [tuple(_tap_range(sp[a], osz[a], s[a], off[a]) for a in range(2)) for off in offs]
+    valid = sum((h1 - h0) * (w1 - w0) for (h0, h1), (w0, w1) in wins)
+    if len(live) == len(taps) and 2 * valid >= len(taps) * osz[0] * osz[1]:
+        return None
+    return tuple(live), tuple(offs), tuple(wins), valid
+
+
+def _conv_live_taps(x: np.ndarray, w: np.ndarray, plan, g: int, acc: np.ndarray, attrs: dict[str, Any]) -> None:
+    """A 2-D conv whose dead taps (padding only) are dropped: the column matrix holds the live
+    taps alone, each copied straight from the unpadded input into its valid output window
+    (zeros around it), and the weights keep the live taps' columns -- no padded copy of the
+    input, and K shrinks by the dead taps (ASPP's dilation-36 3x3 conv is a 1x1 conv).  When
+    the live taps' windows are mostly padding too, each tap is its own GEMM over its window."""
+    live, offs, wins, valid = plan
+    s = attrs.get("strides") or [1, 1]
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    cg, mg, nl = c // g, m // g, len(live)
+    dt = acc.dtype
+    osz = acc.shape[2:]
+    if nl == 0:  # every tap reads padding only: the products are all zero
+        acc[...] = 0
+        return
+    if g == 1 and 2 * valid < nl * osz[0] * osz[1]:  # mostly zeros in the columns: a GEMM per tap window
+        _conv_tap_windows(x, w, live, offs, wins, s, acc)
+        return
+    wl = np.ascontiguousarray(w.reshape(m, cg, -1)[:, :, list(live)], dtype=dt).reshape(g, mg, cg * nl)
+    cols = scratch(attrs, 1, (c, nl, *osz), dt)
+    a4 = acc.reshape(n, g, mg, -1)
+    for i in range(n):
+        for j, (off, ((h0, h1), (w0, w1))) in enumerate(zip(offs, wins)):
+            dst = cols[:, j]
+            if (h0, h1, w0, w1) != (0, osz[0], 0, osz[1]):
+                dst[...] = 0
+            src = x[i, :, h0 * s[0] + off[0]:(h1 - 1) * s[0] + off[0] + 1:s[0],
+                    w0 * s[1] + off[1]:(w1 - 1) * s[1] + off[1] + 1:s[1]]
+            np.copyto(dst[:, h0:h1, w0:w1], src, casting="unsafe")
+        np.matmul(wl, cols.reshape(g, cg * nl, -1), out=a4[i])
+
+
+def _conv_tap_windows(x: np.ndarray, w: np.ndarray, live: list[int], offs, wins, s, acc: np.ndarray) -> None:
+    """out[:, window(t)] += W[:, :, t] @ x[:, source(t)] for each live tap (group 1): each tap's
+    product covers only the outputs whose input it reads.  DeepLab's rate-12 ASPP branch on a
+    14x14 map reads 2 of 14 rows with each off-centre tap; the column form multiplied 9x the
+    zeros it needed."""
+    n, c = x.shape[:2]
+    m = w.shape[0]
+    wt = w.reshape(m, c, -1)
+    acc[...] = 0
+    for i in range(n):
+        for t, off, ((h0, h1), (w0, w1)) in zip(live, offs, wins):
+            if h1 <= h0 or w1 <= w0:
+                continue
+            src = x[i, :, h0 * s[0] + off[0]:(h1 - 1) * s[0] + off[0] + 1:s[0],
+                    w0 * s[1] + off[1]:(w1 - 1) * s[1] + off[1] + 1:s[1]]
+            part = np.matmul(wt[:, :, t].astype(acc.dtype, copy=False), src.reshape(c, -1).astype(acc.dtype, copy=False))
+            acc[i, :, h0:h1, w0:w1] += part.reshape(m, h1 - h0, w1 - w0)
 
 
 def _winograd_u(attrs: dict[str, Any], w: np.ndarray, dt: np.dtype) -> np.ndarray:
