@@ -15,6 +15,8 @@ whole rather than as MatMul+Add then Relu):
                                                                          bounds are operands, so a rule)
     Mul(c, Sigmoid(c)), c = Conv(..) → fused.conv(..) {act = "silu"}     (SiLU as exporters write it;
                                                                          c has exactly those two uses)
+    Mul(x, gate(conv2(act(conv1(GlobalAveragePool(x))))))            (squeeze-excitation; 1x1 convs,
+                                   → fused.se(x, w1, b1, w2, b2)         gate Sigmoid or HardSigmoid)
 
 ``b`` must be a constant broadcast along the last axis only (shape [N] or
 [1, N]).  A fusion is legal only when every intermediate result has exactly
@@ -233,6 +235,74 @@ def fuse_silu(rw: Rewriter, mul: Op, ctx: PassContext) -> bool:
     return False
 
 
+def _pointwise(op: Op | None) -> bool:
+    """A 1x1, stride-1, unpadded, ungrouped conv with constant weights and bias."""
+    if op is None or op.kind not in ("Conv", "fused.conv") or len(op.operands) != 3:
+        return False
+    a, w = op.attrs, _const(op.operands[1])
+    return (w is not None and w.ndim >= 3 and all(d == 1 for d in w.shape[2:]) and _const(op.operands[2]) is not None
+            and int(a.get("group", 1) or 1) == 1 and not any(a.get("pads") or []) and a.get("auto_pad", "NOTSET")
+            in ("NOTSET", "VALID", b"NOTSET") and all(v == 1 for v in (a.get("strides") or [1]))
+            and all(v == 1 for v in (a.get("dilations") or [1])))
+
+
+def _pooled(v: Value | None, x: Value) -> bool:
+    """`v` is the spatial mean of `x` with the channel axis kept: GlobalAveragePool(x), or
+    ReduceMean(x) over every axis after the channels with keepdims."""
+    p = v.producer if v is not None else None
+    if p is None or p.operands[0] is not x:
+        return False
+    if p.kind == "GlobalAveragePool":
+        return True
+    axes = p.attrs.get("axes")
+    if axes is None and len(p.operands) > 1:
+        c = _const(p.operands[1])
+        axes = None if c is None else c.tolist()
+    return (p.kind == "ReduceMean" and int(p.attrs.get("keepdims", 1)) == 1 and axes is not None
+            and sorted(a % x.type.rank for a in axes) == list(range(2, x.type.rank)))
+
+
+def _feeds_only(rw: Rewriter, v: Value, op: Op) -> bool:
+    """`v`'s one live use is `op` (uses by ops this round made dead -- an epilogue's old Conv,
+    erased at the round's end -- do not count) and it is not a graph output."""
+    if v in rw.graph.outputs:
+        return False
+    return all(u.op is op or not any(r.uses or r in rw.graph.outputs for r in u.op.results) for u in v.uses)
+
+
+def _se_gate(rw: Rewriter, gv: Value) -> tuple[Op, dict] | None:
+    """(the excitation conv, gate attributes) when `gv` is sigmoid or hardsigmoid of one."""
+    g = gv.producer
+    if g is not None and g.kind == "fused.conv" and g.attrs.get("act") == "sigmoid":
+        return g, {"gate": "sigmoid"}
+    if g is not None and g.kind == "HardSigmoid" and _feeds_only(rw, g.operands[0], g):
+        c2 = g.operands[0].producer
+        if c2 is not None and c2.attrs.get("act", "none") == "none":
+            return c2, {"gate": "hardsigmoid", "gate_alpha": float(g.attrs.get("alpha", 0.2)),
+                        "gate_beta": float(g.attrs.get("beta", 0.5))}
+    return None
+
+
+def fuse_se(rw: Rewriter, mul: Op, ctx: PassContext) -> bool:
+    """Mul(x, gate(conv2(act(conv1(pool(x)))))) → fused.se(x, w1, b1, w2, b2): the
+    squeeze-excitation block of MobileNetV3 / EfficientNet as one op."""
+    for i in (0, 1):
+        x, gv = mul.operands[i], mul.operands[1 - i]
+        if x is None or gv is None or not rw.single_use(gv) or mul.result.type != x.type:
+            continue
+        found = _se_gate(rw, gv)
+        if found is None or not _pointwise(found[0]) or not _feeds_only(rw, found[0].operands[0], found[0]):
+            continue
+        c2, gate = found
+        c1 = c2.operands[0].producer
+        if not _pointwise(c1) or not _feeds_only(rw, c1.operands[0], c1) or not _pooled(c1.operands[0], x):
+            continue
+        act = c1.attrs.get("act", "none") if c1.kind == "fused.conv" else "none"
+        operands = [x, c1.operands[1], c1.operands[2], c2.operands[1], c2.operands[2]]
+        return _fuse(rw, mul, "fused.se", operands, {"act": act, **gate}, ctx, f"se_{act}_{gate['gate']}")
+    return False
+
+
 def fuse_matmul_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
     if _relu_consumes(rw, add.result) and _matmul_bias(rw, add):
         return False  # the Relu rule fuses all three
@@ -266,7 +336,7 @@ def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
 
 def _rules() -> RuleTable:
     rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add], "Gemm": [fuse_gemm],
-                        "Clip": [fuse_clip], "Mul": [fuse_silu]}
+                        "Clip": [fuse_clip], "Mul": [fuse_silu, fuse_se]}
     for kind, d in all_ops().items():
         if d.epilogue:
             rules.setdefault(kind, []).append(fuse_epilogue)

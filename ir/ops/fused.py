@@ -13,7 +13,7 @@ from ir.core import Op
 from ir.gemm import conv_gemm, matmul_gemm
 from ir.ops._infer import broadcast, operand_type
 from ir.ops.core import CONV_ATTRS, _conv, matmul_shape
-from ir.registry import CUBE_ONLY, CUBE_OR_VECTOR, Attr, QuantRole, define
+from ir.registry import CUBE_ONLY, CUBE_OR_VECTOR, VECTOR_ONLY, Attr, QuantRole, TypeInferenceError, define
 from ir.types import TensorType
 
 
@@ -36,3 +36,27 @@ define("fused.matmul_relu", operands=2, infer=_matmul_bias, **MATMUL, quant=Quan
 define("fused.conv", operands=(2, 3), infer=_conv, attrs={**CONV_ATTRS, **ACT}, engines=CUBE_ONLY, gemm=conv_gemm,
        origin="Conv", quant=QuantRole("quant.conv"),
        doc="Conv (+bias) with an activation epilogue (act = none or an op's declared `epilogue` name).")
+
+
+def _se(op: Op) -> list[TensorType]:
+    """fused.se(x [N, C, *sp], w1 [R, C, 1..], b1 [R], w2 [C, R, 1..], b2 [C]) -> x's type."""
+    x = operand_type(op, 0)
+    w1, b1, w2, b2 = (operand_type(op, i) for i in range(1, 5))
+    if x.rank < 3 or not isinstance(x.shape[1], int):
+        raise TypeInferenceError(f"fused.se: x {x} needs a static channel axis")
+    c, r = x.shape[1], w1.shape[0] if w1.rank else None
+    if (w1.rank < 2 or w1.shape[1] != c or w2.rank < 2 or w2.shape[:2] != (c, r) or b1.shape != (r,)
+            or b2.shape != (c,) or any(d != 1 for d in (*w1.shape[2:], *w2.shape[2:]))):
+        raise TypeInferenceError(f"fused.se: weights {w1}, {b1}, {w2}, {b2} are not a squeeze to {r} and an "
+                                 f"excitation back to {c} channels")
+    if op.attrs.get("gate", "sigmoid") not in ("sigmoid", "hardsigmoid"):
+        raise TypeInferenceError(f"fused.se: gate must be sigmoid or hardsigmoid, got {op.attrs.get('gate')!r}")
+    return [x]
+
+
+define("fused.se", operands=5, infer=_se, engines=VECTOR_ONLY,
+       attrs={"act": Attr("str", "relu"), "gate": Attr("str", "sigmoid"), "gate_alpha": Attr("float", 0.2),
+              "gate_beta": Attr("float", 0.5)},
+       doc="A squeeze-excitation block in one op: x * gate(conv2(act(conv1(GlobalAveragePool(x))))) with 1x1 "
+           "convs (w1 [R, C, 1, 1], w2 [C, R, 1, 1] and their biases), act any Cube epilogue, gate sigmoid or "
+           "hardsigmoid(gate_alpha, gate_beta). (x, w1, b1, w2, b2) -> x's type.")

@@ -250,3 +250,31 @@ def apply_act(r: np.ndarray, act: str) -> np.ndarray | None:
         return fn(r, r)
     np.copyto(r, fn(_f32(r), _tmp(r, 0)), casting="unsafe")
     return r
+
+
+# --- squeeze-excitation -----------------------------------------------------------------
+@kernel("fused.se")
+def _se_k(inputs, attrs, out):
+    """x * gate(w2 @ act(w1 @ mean(x) + b1) + b2), per image and channel: the pooled vector and
+    the two small products are a few KB, so the block costs one read of x for the mean and
+    one multiply -- the four steps it replaces each paid a launch and a pass."""
+    x, w1, b1, w2, b2 = inputs
+    n, c = x.shape[:2]
+    xf = _f32(x)
+    s = xf.reshape(n, c, -1).mean(axis=2, dtype=np.float32)  # [N, C]
+    h = s @ _f32(w1).reshape(w1.shape[0], c).T + _f32(b1)
+    act = str(attrs.get("act", "relu"))
+    if act == "relu":
+        np.maximum(h, 0, out=h)
+    elif act != "none" and apply_act(h, act) is None:
+        raise NotImplementedError(f"fused.se: activation {act!r} has no kernel")
+    g = h @ _f32(w2).reshape(c, -1).T + _f32(b2)
+    if attrs.get("gate", "sigmoid") == "hardsigmoid":
+        hardsigmoid_into(g, g, float(attrs.get("gate_alpha", 0.2)), float(attrs.get("gate_beta", 0.5)))
+    else:
+        sigmoid_into(g, g)
+    o = slot(out, 0)
+    if o is None or o.shape != x.shape or o.dtype != x.dtype:
+        o = np.empty(x.shape, x.dtype)
+    np.multiply(x, g.astype(x.dtype, copy=False).reshape(n, c, *([1] * (x.ndim - 2))), out=o)
+    return [o]

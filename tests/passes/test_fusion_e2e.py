@@ -174,3 +174,42 @@ def test_conv_hardswish_epilogue_survives_int8(tmp_path):
     ref = _ort(model, {"x": x})[0]
     cos = float(np.dot(y.ravel(), ref.ravel()) / (np.linalg.norm(y) * np.linalg.norm(ref)))
     assert cos > 0.99  # with the epilogue dropped (act ignored) the cosine falls to about 0.36
+
+
+def _se_block(gate: str, act: str) -> onnx.ModelProto:
+    """A conv stem and a squeeze-excitation block as torchvision writes them (exported by torch)."""
+    torch = pytest.importorskip("torch")
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 16, 3, padding=1)
+            self.fc1, self.fc2 = torch.nn.Conv2d(16, 4, 1), torch.nn.Conv2d(4, 16, 1)
+            self.act = torch.nn.ReLU() if act == "relu" else torch.nn.SiLU()
+            self.gate = torch.nn.Hardsigmoid() if gate == "hardsigmoid" else torch.nn.Sigmoid()
+
+        def forward(self, x):
+            y = self.stem(x)
+            s = self.gate(self.fc2(self.act(self.fc1(torch.nn.functional.adaptive_avg_pool2d(y, 1)))))
+            return s * y
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.onnx.export(Block().eval(), (torch.randn(1, 3, 8, 8),), buf, input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    return onnx.load_from_string(buf.getvalue())
+
+
+@pytest.mark.parametrize(("gate", "act"), [("hardsigmoid", "relu"), ("sigmoid", "silu")])
+def test_squeeze_excitation_is_one_op_and_computes_what_onnxruntime_does(gate, act):
+    from compiler import compile_model
+    from runtime import Session
+
+    model = _se_block(gate, act)
+    exe = compile_model(model)
+    kinds = Counter(s["kernel"] for s in exe.program["steps"])
+    assert kinds["fused.se"] == 1 and not kinds["GlobalAveragePool"] and not kinds["Mul"], kinds
+    assert exe.header["report"]["fusion"][f"se_{act}_{gate}"] == 1
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
+    (got,) = Session(exe).run(None, {"x": x})
+    np.testing.assert_allclose(got, _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
