@@ -111,7 +111,8 @@ def _flatten_per(op: Op, channels: int) -> int | None:
 def _chain(graph: Graph, a: Op, quantized: dict[int, Op]) -> Pair | None:
     """A's single-use chain through `HOMOGENEOUS` ops to a quantized layer B, if legal."""
     wa = a.operand_const(1)
-    if wa is None or _out_axis(a) is None or a.attrs.get("act", "none") not in ("none", "relu"):
+    if wa is None or _out_axis(a) is None or a.attrs.get("act", "none") not in ("none", "relu") \
+            or len(a.operands) > 3:  # a residual added inside A would need the same scaling
         return None
     channels = wa.shape[_out_axis(a)]  # type: ignore[index]
     bias = a.operand_const(2) if len(a.operands) > 2 and a.operands[2] is not None else None

@@ -9,6 +9,8 @@ whole rather than as MatMul+Add then Relu):
     [Relu](Gemm(x, w, c)) plain    → fused.matmul_add[_relu](x, w, c)   (Gemm canonicalize could not normalize)
     Add(Conv(x, w, b?), c)         → Conv(x, w, b + c)                  (c per-channel constant;
                                                                          canonicalize's rule, `passes._conv_fold`)
+    Add|Sum(Conv(x, w, b?), r)     → fused.conv(x, w, b?, r)             (r of the result's type: a residual
+                                                                         shortcut, added before the epilogue)
     Act(Conv(x, w, b?))            → fused.conv(x, w, b?) {act = "<epilogue>"}
                                      (any op declared with ``epilogue=...``: Relu, HardSwish)
     Clip(Conv(..), 0, 6)           → fused.conv(..) {act = "relu6"}      (Clip(.., 0) → "relu"; the
@@ -324,6 +326,25 @@ def fuse_conv_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
     return True
 
 
+def fuse_conv_residual(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
+    """Add(Conv(..), r) or Sum(Conv(..), r), r of the result's type (a ResNet shortcut) →
+    fused.conv(x, w, b, r): the residual is added to each output tile before the epilogue,
+    so a following Relu fuses too.  Quantize leaves such convs in float (`passes.quantize`)."""
+    if len(add.operands) != 2 or None in add.operands:
+        return False
+    for i in (0, 1):
+        v, r = add.operands[i], add.operands[1 - i]
+        p = v.producer
+        if (p is None or p.kind not in ("Conv", "fused.conv") or len(p.operands) > 3
+                or p.attrs.get("act", "none") != "none" or not rw.single_use(v) or r.type != v.type
+                or add.result.type != v.type or not v.type.dtype.is_float or creates_cycle(rw.graph, p, [r])):
+            continue
+        bias = p.operands[2] if len(p.operands) > 2 else None
+        attrs = {**p.attrs, "act": "none"}
+        return _fuse(rw, add, "fused.conv", [p.operands[0], p.operands[1], bias, r], attrs, ctx, "conv_residual")
+    return False
+
+
 def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
     """A plain Gemm canonicalize left alone (e.g. a non-constant weight)."""
     c = gemm.operands[2] if len(gemm.operands) > 2 else None
@@ -335,7 +356,8 @@ def fuse_gemm(rw: Rewriter, gemm: Op, ctx: PassContext) -> bool:
 
 
 def _rules() -> RuleTable:
-    rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add], "Gemm": [fuse_gemm],
+    rules: RuleTable = {"Relu": [fuse_relu], "Add": [fuse_matmul_add, fuse_conv_add, fuse_conv_residual],
+                        "Sum": [fuse_conv_residual], "Gemm": [fuse_gemm],
                         "Clip": [fuse_clip], "Mul": [fuse_silu, fuse_se]}
     for kind, d in all_ops().items():
         if d.epilogue:

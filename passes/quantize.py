@@ -167,6 +167,8 @@ def _plan(op: Op) -> _Plan | None:
     role = d.quant if d is not None else None
     if role is None or not op.operands or op.operands[0] is None:
         return None
+    if op.kind == "fused.conv" and len(op.operands) > 3:  # a residual epilogue: quant.conv has none; float
+        return None
     x = op.operands[0]
     w = op.operand_const(role.weight)
     if x.type.dtype is not DType.f32 or w is None or w.dtype != np.float32:

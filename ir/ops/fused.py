@@ -33,9 +33,17 @@ define("fused.matmul_add", operands=3, infer=_matmul_bias, **MATMUL, quant=Quant
        doc="MatMul + Add(bias).")
 define("fused.matmul_relu", operands=2, infer=_matmul_bias, **MATMUL, quant=QuantRole("quant.matmul", act="relu"),
        doc="MatMul + Relu.")
-define("fused.conv", operands=(2, 3), infer=_conv, attrs={**CONV_ATTRS, **ACT}, engines=CUBE_ONLY, gemm=conv_gemm,
-       origin="Conv", quant=QuantRole("quant.conv"),
-       doc="Conv (+bias) with an activation epilogue (act = none or an op's declared `epilogue` name).")
+def _conv_residual(op: Op) -> list[TensorType]:
+    (y,) = _conv(op)
+    if len(op.operands) > 3 and op.operands[3] is not None and operand_type(op, 3) != y:
+        raise TypeInferenceError(f"fused.conv: a residual {operand_type(op, 3)} for a result {y}")
+    return [y]
+
+
+define("fused.conv", operands=(2, 4), infer=_conv_residual, attrs={**CONV_ATTRS, **ACT}, engines=CUBE_ONLY,
+       gemm=conv_gemm, origin="Conv", quant=QuantRole("quant.conv"),
+       doc="Conv (+bias) (+ a residual of the result's type, operand 3, added before the epilogue) with an "
+           "activation epilogue (act = none or a name in `ir.registry.epilogue_names()`).")
 
 
 def _se(op: Op) -> list[TensorType]:

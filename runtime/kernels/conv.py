@@ -106,7 +106,7 @@ def _im2col(xp: np.ndarray, k, s, d, cols: np.ndarray) -> None:
 
 
 def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any],
-         o: np.ndarray | None = None, act: str = "none") -> np.ndarray:
+         o: np.ndarray | None = None, act: str = "none", residual: np.ndarray | None = None) -> np.ndarray:
     n, c = x.shape[:2]
     sp = x.shape[2:]
     nsp = len(sp)
@@ -163,6 +163,8 @@ def conv(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, An
     if b is not None:
         r3 = acc.reshape(n, m, length)
         broadcast_ufunc(np.add, r3, b.reshape(m, 1), r3, casting="unsafe")
+    if residual is not None:  # fused.conv's residual epilogue, before the activation
+        np.add(acc, residual, out=acc, casting="unsafe")
     activate(acc, act)
     if acc is not res:
         np.copyto(res, acc, casting="unsafe")
@@ -409,7 +411,7 @@ def _conv(inputs, attrs, out):
 @kernel("fused.conv", scratch=True)
 def _fused_conv(inputs, attrs, out):
     return [conv(inputs[0], inputs[1], inputs[2] if len(inputs) > 2 else None, attrs, slot(out, 0),
-                 attrs.get("act", "none"))]
+                 attrs.get("act", "none"), inputs[3] if len(inputs) > 3 else None)]
 
 
 def conv_transpose(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, attrs: dict[str, Any]) -> np.ndarray:

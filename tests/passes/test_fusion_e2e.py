@@ -213,3 +213,41 @@ def test_squeeze_excitation_is_one_op_and_computes_what_onnxruntime_does(gate, a
     x = np.random.default_rng(1).standard_normal((1, 3, 8, 8)).astype(np.float32)
     (got,) = Session(exe).run(None, {"x": x})
     np.testing.assert_allclose(got, _ort(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("precision", ["force_fp32", "force_fp16", "allow_quantize"])
+def test_residual_convs_fuse_and_compute_what_onnxruntime_does(precision, tmp_path):
+    """torchvision's BasicBlock shortcut (Add then Relu) is one fused.conv with a residual operand;
+    fp32, fp16 and INT8 (where quantize keeps such convs in float) all still compute the block."""
+    torch = pytest.importorskip("torch")
+    from compiler import compile_model
+    from runtime import Session
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2 = torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.Conv2d(8, 8, 3, padding=1)
+
+        def forward(self, x):
+            return torch.relu(self.c2(torch.relu(self.c1(x))) + x)
+
+    torch.manual_seed(0)
+    buf = io.BytesIO()
+    torch.onnx.export(Block().eval(), (torch.randn(1, 8, 8, 8),), buf, input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False)
+    model = onnx.load_from_string(buf.getvalue())
+    rng = np.random.default_rng(1)
+    opts = {"precision_mode": precision}
+    if precision == "allow_quantize":
+        np.savez(tmp_path / "c.npz", x=rng.standard_normal((4, 8, 8, 8)).astype(np.float32))
+        opts.update(calibration_data=str(tmp_path / "c.npz"), progress=False)
+    exe = compile_model(model, **opts)
+    assert exe.header["report"]["fusion"].get("conv_residual") == 1
+    assert not any(s["kernel"] in ("Add", "Relu") for s in exe.program["steps"])
+    x = rng.standard_normal((1, 8, 8, 8)).astype(np.float32)
+    (got,) = Session(exe).run(None, {"x": x})
+    want = _ort(model, {"x": x})[0]
+    cos = float(got.ravel() @ want.ravel() / np.linalg.norm(got) / np.linalg.norm(want))
+    assert cos > (0.99 if precision == "allow_quantize" else 0.9999), cos
+    if precision == "force_fp32":
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
