@@ -329,8 +329,10 @@ def fuse_conv_add(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
 def fuse_conv_residual(rw: Rewriter, add: Op, ctx: PassContext) -> bool:
     """Add(Conv(..), r) or Sum(Conv(..), r), r of the result's type (a ResNet shortcut) →
     fused.conv(x, w, b, r): the residual is added to each output tile before the epilogue,
-    so a following Relu fuses too.  Quantize leaves such convs in float (`passes.quantize`)."""
-    if len(add.operands) != 2 or None in add.operands:
+    so a following Relu fuses too.  Not in an INT8 compile (``allow_quantize``): quant.conv has no
+    residual, and quantize would leave such convs in float (as it does when a pipeline runs
+    fuse then quantize with no precision mode set)."""
+    if len(add.operands) != 2 or None in add.operands or ctx.options.precision_mode == "allow_quantize":
         return False
     for i in (0, 1):
         v, r = add.operands[i], add.operands[1 - i]
