@@ -130,7 +130,10 @@ class DynamicViews:
     that depend on it, and allocates nothing for the rest."""
 
     def __init__(self, acts: Sequence[Mapping[str, Any]], arena: np.ndarray, dtype_of,
-                 kv_buffers: Mapping[int, np.ndarray] | None = None) -> None:
+                 kv_buffers: Mapping[int, np.ndarray] | None = None, *, scale: int = 1,
+                 held: frozenset[int] = frozenset()) -> None:
+        """`scale`, `held`: emulated f16 (`runtime.f16.F16Layout`): offsets and sizes are
+        `scale` times the plan's and the `held` activations are float32 views."""
         self.arena = arena
         self._base = arena.__array_interface__["data"][0]
         # per set of symbols, the activations whose shape holds them: (act, offset, capacity, dtype, shape)
@@ -154,7 +157,8 @@ class DynamicViews:
                     seen[d] = len(known)
                     known.append(parse_dim(d))  # None: no value (an error per run)
                 dims.append(_Poly(seen[d]))
-            self._groups.setdefault(syms, []).append((i, a["offset"], a["nbytes"], dtype_of(a["dtype"]), dims))
+            dt = np.dtype(np.float32) if i in held else dtype_of(a["dtype"])
+            self._groups.setdefault(syms, []).append((i, scale * a["offset"], scale * a["nbytes"], dt, dims))
         self._exprs = exprs
         self._keys: dict[tuple[str, ...], tuple] = {}
 

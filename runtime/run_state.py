@@ -33,6 +33,7 @@ import numpy as np
 
 from runtime.dims import DynamicViews
 from runtime.errors import RuntimeFailure
+from runtime.f16 import Rounder, cast_to_held, round_to_f16
 from runtime.kernels.matmul import Scratch
 from runtime.kv_cache import KvCaches
 from runtime.om import np_dtype
@@ -60,6 +61,7 @@ class _Step:
     thunk: Any = None  # the planned call; None: plan at the next run; False: run the kernel
     scratch: bool = False  # the kernel takes the state's work buffers (``attrs["_scratch"]``)
     host_buf: Any = None  # sym.dims: (shape, dtype) of the small buffer its result is rewritten into
+    rnd: tuple[int, ...] = ()  # results held as emulated f16: rounded to f16 after the step (`runtime.f16`)
 
 
 def _ptr(a: np.ndarray) -> int:
@@ -83,7 +85,9 @@ class RunState:
         self.scratch = Scratch()
         acts = prog.executable.program["activations"]
         self.kv = KvCaches(prog.executable.program.get("kv_cache", []), acts, np_dtype)
-        self.dyn = DynamicViews(acts, self.arena, np_dtype, self.kv.buffers)
+        f16 = prog.f16
+        self.dyn = DynamicViews(acts, self.arena, np_dtype, self.kv.buffers, scale=f16.scale, held=f16.held)
+        self.rounder = Rounder() if f16.emulate else None
         self.dims: dict[str, int] = {}  # this run's symbol values, read by the shape program's steps
         self.last_dims: dict[str, int] | None = None
         self.steps: list[_Step] = []
@@ -112,6 +116,8 @@ class RunState:
             attrs["_dims"] = self.dims
         elif t.kernel == "kv.append":  # a compressed cache's held past points into this buffer
             attrs["_held"] = self.kv.sentinel
+        elif t.fn is cast_to_held:  # rounds from its operand straight into its view
+            attrs["_rounder"] = self.rounder
         env = self.env
         outs = [env[i] if static[i] else None for i in t.out_idx]
         if t.host_buf is not None:
@@ -145,6 +151,8 @@ class RunState:
                         outs = st.outs
                         if not (len(outs) == 1 and res and res[0] is outs[0]):  # else: written in place
                             self._store(st, res)
+                if st.rnd:
+                    self._round(st)
                 if prof:
                     t1 = time.perf_counter()
                     timings.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,
@@ -209,6 +217,17 @@ class RunState:
                                          f"{list(r.shape)}, the program says {list(view.shape)}")
                 if _ptr(r) != st.out_ptrs[j] or r.strides != view.strides or r.dtype != view.dtype:
                     np.copyto(view, r, casting="unsafe")
+
+    def _round(self, st: _Step) -> None:
+        """Make step `st`'s emulated f16 results f16 values: their views in place, a
+        result without a slot as a new float32 array (it may be an operand's)."""
+        for j in st.rnd:
+            v = st.outs[j]
+            if v is not None:
+                self.rounder(v)
+            else:
+                i = st.out_idx[j]
+                self.env[i] = round_to_f16(self.env[i])
 
     def held_past(self, name: str, drop: int = 0) -> np.ndarray:
         return self.kv.held_past(name, self.env, drop)

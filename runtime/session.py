@@ -25,6 +25,13 @@ lives in a `runtime.run_state.RunState` taken from the session's pool, so
 concurrent `run` calls need no lock.  ``copy=False`` outputs are views of that
 state's memory, valid until its next run; `hold` keeps one state for a series of
 runs (a generation: its KV caches and held pasts).
+
+float16: a program with f16 activations holds them as float32 values that are
+exactly f16 values (``f16_storage="emulated"``, the default; `runtime.f16`): the
+arena is twice the plan's bytes at doubled offsets, each f16 result is rounded to
+f16 after its step, f16 feeds are widened and f16 outputs narrowed, so kernels
+run at float32 speed while callers still feed and get float16.
+``f16_storage="native"`` holds them as numpy float16 (several times slower).
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from ir.symbolic import symbols
 from ir.types import DType
 from runtime.dims import DimBinder
 from runtime.errors import InputError, InvalidOmError
+from runtime.f16 import CAST_PLANNERS, F16Layout, round_to_f16, widened
 from runtime.kernels import lookup_kernel
 from runtime.kernels.movement import concat_in_place
 from runtime.kernels.shape import dims_program
@@ -73,8 +81,14 @@ class NodeArg:
 class Session:
     """Load an executable (path, bytes or `Executable`) and run it; safe to share between threads."""
 
-    def __init__(self, model: str | os.PathLike | bytes | bytearray | memoryview | Executable) -> None:
+    def __init__(self, model: str | os.PathLike | bytes | bytearray | memoryview | Executable, *,
+                 f16_storage: str = "emulated") -> None:
+        """``f16_storage``: ``"emulated"`` holds f16 activations in float32 containers
+        (`runtime.f16`), ``"native"`` as numpy float16; results agree to f16 rounding."""
+        if f16_storage not in ("emulated", "native"):
+            raise ValueError(f"f16_storage must be 'emulated' or 'native', got {f16_storage!r}")
         self.executable = model if isinstance(model, Executable) else Executable.load(model)
+        self._f16_storage = f16_storage
         self.profile: Profile | None = None
         self._profile_lock = threading.Lock()
         self._bind()
@@ -84,6 +98,7 @@ class Session:
         prog = self.executable.program
         acts = prog["activations"]
         self._widx = {w: len(acts) + i for i, w in enumerate(self.executable.weights)}
+        self.f16 = F16Layout(prog, self.executable.weights, self._f16_storage == "emulated")
         self._layout(acts)
         # the load-time state: its views decide what folds and what is elided, then it is the pool's first
         self._default = state = RunState(self)
@@ -109,6 +124,7 @@ class Session:
         self._inputs = [NodeArg(i["name"], i["shape"], _ort_type(i["dtype"]), i["dtype"])
                         for i in prog["inputs"]]
         self._input_acts = [i["act"] for i in prog["inputs"]]
+        self._widened_inputs = [i in self.f16.held for i in self._input_acts]  # fed as f16, held as f32
         self._outputs = [NodeArg(o["name"], o["shape"], _ort_type(o["dtype"]), o["dtype"])
                          for o in prog["outputs"]]
         self._output_slots = [self._slot(o["ref"]) for o in prog["outputs"]]
@@ -136,27 +152,31 @@ class Session:
         stable -= set(self._input_acts)
         for st in self._templates:
             entry = lookup_kernel(st.kernel)
-            if entry is None or entry.plan is None or st.fn is not entry.fn:
+            plan = CAST_PLANNERS.get(st.fn) or (entry.plan if entry is not None and st.fn is entry.fn else None)
+            if plan is None:
                 continue
             if not all(i < 0 or i in stable for i in st.in_idx) or not all(i in stable for i in st.out_idx):
                 continue
-            st.plan = entry.plan
+            st.plan = plan
 
     def _layout(self, acts: list[dict[str, Any]]) -> None:
         """The arena's size and slots, and the constants: the weights (read-only views
         into the loaded file), then the results folded at load."""
         weights = self.executable.weights
         arena_bytes = int(self.executable.header.get("memory", {}).get("arena_bytes", 0))
-        self._arena_need = max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
+        k, f16 = self.f16.scale, self.f16  # emulated f16: every offset and size doubled (`runtime.f16`)
+        self._arena_need = k * max([a["offset"] + a["nbytes"] for a in acts if a["offset"] >= 0] + [arena_bytes, 0])
         self._consts: list[Any] = [None] * (len(acts) + len(weights))
         self._static = [False] * len(self._consts)
         self._arena_slots = []  # (activation, offset, nbytes, dtype, shape) of the planned static ones
         for i, a in enumerate(acts):
             if a["offset"] >= 0 and all(isinstance(d, int) for d in a["shape"]):
-                self._arena_slots.append((i, a["offset"], a["nbytes"], np_dtype(a["dtype"]), a["shape"]))
+                dt = f16.dtype(i, np_dtype(a["dtype"]))
+                self._arena_slots.append((i, k * a["offset"], a["nbytes"] * (dt.itemsize // 2 if i in f16.held else 1),
+                                          dt, a["shape"]))
                 self._static[i] = True
         for w, i in self._widx.items():
-            self._consts[i] = weights[w]
+            self._consts[i] = widened(weights[w]) if f16.emulate else weights[w]
             self._static[i] = True
         # symbolic shapes: bound per run from the feeds, viewed at their slots planned at the bound
         self._ranges = {k: (int(lo), int(hi)) for k, (lo, hi) in self.executable.program.get("dims", {}).items()}
@@ -184,6 +204,7 @@ class Session:
                     (acts[r[1]]["dtype"], acts[r[1]]["shape"]) if r[0] == "a" else
                     (dtype_name(weights[r[1]].dtype), list(weights[r[1]].shape)) for r in st["inputs"]]
         fn = self._kernel_for(st, attrs, in_types)
+        fn = self.f16.cast_kernel(st, in_types[0][0] if in_types else None) or fn  # to an emulated f16
         if st["kernel"] == "sym.dims":  # the shape program: re-run on the host when its symbols change
             for i in st["outputs"]:
                 self._static[i], env[i] = False, None
@@ -199,10 +220,11 @@ class Session:
             return None
         cc = st["attrs"].get("cost_cycles")
         dyn = self._replaceable
+        rnd = self.f16.rounded(st)
         return _Step(k, st["kernel"], st["engine"], st["name"], fn, attrs, in_idx, list(st["outputs"]), [], [],
                      None, float(cc) if cc is not None else None,
                      [(j, i) for j, i in enumerate(st["outputs"]) if i in dyn],
-                     scratch=entry is not None and entry.scratch)
+                     scratch=entry is not None and entry.scratch, rnd=rnd)
 
     def _aliases(self, st: dict[str, Any], acts: list[dict[str, Any]]) -> bool:
         """A view step whose result slot is its operand's slot (same offset and dtype,
@@ -212,7 +234,9 @@ class Session:
         if src is None or src[0] != "a" or len(outs) != 1 or src[1] in self._folded_slots:
             return False
         a, r = acts[src[1]], acts[outs[0]]
-        return a["offset"] >= 0 and a["offset"] == r["offset"] and a["dtype"] == r["dtype"]
+        held = self.f16.held
+        return (a["offset"] >= 0 and a["offset"] == r["offset"] and a["dtype"] == r["dtype"]
+                and (src[1] in held) == (outs[0] in held))
 
     def _fold(self, st: dict[str, Any], fn: Any, attrs: dict[str, Any], in_idx: list[int], n_act: int,
               acts: list[dict[str, Any]], env: list[Any]) -> bool:
@@ -240,6 +264,8 @@ class Session:
             r = np.asarray(res[j])
             a = acts[slot_]
             want = np_dtype(a["dtype"])
+            if slot_ in self.f16.held and r.dtype.kind == "f":
+                r, want = round_to_f16(r), np.dtype(np.float32)  # its float32 container
             static_shape = all(isinstance(d, int) for d in a["shape"])
             if (static_shape and list(r.shape) != list(a["shape"])) or (r.dtype != want and want != object):
                 return False
@@ -378,8 +404,8 @@ class Session:
         env = state.env
         if self._symbolic_inputs:
             state.bind_symbols(self._binder.bind(arrays))
-        for a, i in zip(arrays, self._input_acts):
-            env[i] = a
+        for a, i, widen in zip(arrays, self._input_acts, self._widened_inputs):
+            env[i] = a.astype(np.float32) if widen else a
         timings: list[StepTiming] | None = [] if profile else None
         try:
             state.execute(timings)
@@ -399,7 +425,9 @@ class Session:
         dt = self._output_dtypes[i]
         if v is None:  # a compressed KV cache's present: read back (a fresh array) only when asked for
             return state.kv.read(self._output_slots[i], state.env, dt)
-        return np.array(v, dtype=dt if dt != object else v.dtype, copy=True) if copy else v
+        if copy:
+            return np.array(v, dtype=dt if dt != object else v.dtype, copy=True)
+        return v if v.dtype == dt or dt == object else v.astype(dt)  # an emulated f16: narrowed, a new array
 
     def held_past(self, name: str, drop: int = 0) -> np.ndarray:
         """For past input `name` of a compressed KV cache (`held_pasts`): the past standing for
