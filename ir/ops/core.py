@@ -390,7 +390,8 @@ def _split(op: Op) -> list[TensorType]:
     return [x.with_shape(x.shape[:a] + (s,) + x.shape[a + 1:]) for s in sizes]
 
 
-define("Split", engines=VECTOR_ONLY, operands=(1, 2), infer=_split, attrs={"axis": _i(0), "split": IS, "num_outputs": I})
+define("Split", engines=VECTOR_ONLY, operands=(1, 2), infer=_split, traits={FP16_SAFE},
+       attrs={"axis": _i(0), "split": IS, "num_outputs": I})
 
 
 def _slice(op: Op) -> list[TensorType]:
@@ -423,7 +424,7 @@ def _sliced(n: Dim, s: Dim, e: Dim, step: int) -> Dim:
     return dim_sub(e, s)
 
 
-define("Slice", engines=VECTOR_ONLY, operands=(3, 5), infer=_slice)
+define("Slice", engines=VECTOR_ONLY, operands=(3, 5), infer=_slice, traits={FP16_SAFE})  # data movement: exact
 
 
 def _gather(op: Op) -> list[TensorType]:
@@ -435,7 +436,7 @@ def _gather(op: Op) -> list[TensorType]:
     return [x.with_shape(x.shape[:a] + idx.shape + x.shape[a + 1:])]
 
 
-define("Gather", engines=VECTOR_ONLY, operands=2, infer=_gather, attrs={"axis": _i(0)}, traits={INDEXED_READ})
+define("Gather", engines=VECTOR_ONLY, operands=2, infer=_gather, attrs={"axis": _i(0)}, traits={INDEXED_READ, FP16_SAFE})
 define("GatherElements", engines=VECTOR_ONLY, operands=2, attrs={"axis": _i(0)}, traits={INDEXED_READ},
        infer=lambda op: [operand_type(op, 0).with_shape(operand_type(op, 1).shape)])
 
@@ -460,7 +461,7 @@ def _expand(op: Op) -> list[TensorType]:
     return [x.with_shape(broadcast([x.shape, tuple(target)]))]
 
 
-define("Expand", engines=VECTOR_ONLY, operands=2, infer=_expand)
+define("Expand", engines=VECTOR_ONLY, operands=2, infer=_expand, traits={FP16_SAFE})
 
 
 def _tile(op: Op) -> list[TensorType]:
@@ -471,7 +472,7 @@ def _tile(op: Op) -> list[TensorType]:
     return [x.with_shape(tuple(dim_mul(d, r) for d, r in zip(x.shape, reps)))]
 
 
-define("Tile", engines=VECTOR_ONLY, operands=2, infer=_tile)
+define("Tile", engines=VECTOR_ONLY, operands=2, infer=_tile, traits={FP16_SAFE})
 
 
 def _constant_of_shape(op: Op) -> list[TensorType]:
