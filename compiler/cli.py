@@ -3,6 +3,7 @@
     atcpy --model=x.onnx --framework=5 --soc_version=Ascend310P3 --output=out/x
     atcpy --mode=3 --model=x.onnx --soc_version=Ascend310P3        # precheck (writes only --report)
     atcpy --mode=1 --om=out/x.om --json=out/x.json                  # .om as readable JSON
+    atcpy --mode=1 --om=out/x.om --onnx=out/x.compiled.onnx         # the compiled program for Netron
     atcpy --mode=6 --om=out/x.om                                    # summary of an .om
 
 It ends with one success line, or one ``atcpy: error: ...`` line and the
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     a = p.add_argument
     a("--version", action="version", version=f"%(prog)s {package_version()}")
     a("--mode", type=int, default=0, choices=[0, 1, 3, 6],
-      help="0 compile, 1 .om to JSON, 3 precheck only, 6 print an .om summary")
+      help="0 compile, 1 .om to JSON and/or ONNX, 3 precheck only, 6 print an .om summary")
     a("--model", help="the ONNX model file")
     a("--framework", type=int, default=5, help="5 = ONNX (the only framework supported)")
     a("--output", help="output path without extension; writes OUTPUT.om")
@@ -93,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     a("--report", default=None, help="write the JSON compile report here")
     a("--om", default=None, help="the .om file (modes 1 and 6)")
     a("--json", default=None, help="output JSON path (mode 1)")
+    a("--onnx", default=None,
+      help="mode 1: write the compiled program as an ONNX graph to view in Netron: a node per step (fused and "
+           "quant steps in the 'atcpy' domain) with its engine, tile plan, arena slot and estimated time")
+    a("--onnx_weights", default="om", choices=["om", "embed", "shape"],
+      help="weights in --onnx: om = read from the .om beside it (external data, nothing copied), embed = copied "
+           "into the .onnx, shape = shape and dtype only (graph inputs); om falls back to shape when the .om is "
+           "not in the .onnx's directory")
     return p
 
 
@@ -299,12 +307,36 @@ def _load_om(path: str):
 
 
 def _mode_json(args: argparse.Namespace) -> int:
-    _require(args, "om", "json")
-    json_path = output_file("--json", args.json)
+    _require(args, "om")
+    if not (args.json or args.onnx):
+        raise UsageError("--mode=1 needs --json or --onnx (or both)")
+    json_path = output_file("--json", args.json) if args.json else None
+    onnx_path = output_file("--onnx", args.onnx) if args.onnx else None
     exe = _load_om(args.om)
-    write_atomic(json_path, (json.dumps(exe.to_json(), indent=2, sort_keys=True) + "\n").encode())
-    print(f"atcpy run success: wrote {args.json}")
+    wrote = []
+    if json_path is not None:
+        write_atomic(json_path, (json.dumps(exe.to_json(), indent=2, sort_keys=True) + "\n").encode())
+        wrote.append(args.json)
+    if onnx_path is not None:
+        wrote.append(_write_onnx(exe, args.om, onnx_path, args.onnx_weights))
+    print(f"atcpy run success: wrote {', '.join(wrote)}")
     return 0
+
+
+def _write_onnx(exe, om: str, path: Path, weights: str) -> str:
+    """The compiled program as ONNX (`compiler.om_to_onnx`); returns what the success line says."""
+    from compiler.om_to_onnx import om_to_onnx
+
+    model, used = om_to_onnx(exe, weights=weights, om_path=om, onnx_path=path)
+    if used != weights:
+        print(f"atcpy: warning: --onnx_weights={weights}: {om} is not in the directory of {path} (ONNX reads "
+              f"external data only there); wrote the weights' shapes only", file=sys.stderr)
+    try:
+        data = model.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GB limit, with --onnx_weights=embed
+        raise UsageError(f"--onnx: cannot write {str(path)!r}: {e}; use --onnx_weights=om or shape") from None
+    write_atomic(path, data)
+    return f"{path} ({len(model.graph.node)} nodes, weights: {used})"
 
 
 def _mode_summary(args: argparse.Namespace) -> int:
