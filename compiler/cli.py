@@ -97,6 +97,8 @@ def build_parser() -> argparse.ArgumentParser:
     a("--onnx", default=None,
       help="mode 1: write the compiled program as an ONNX graph to view in Netron: a node per step (fused and "
            "quant steps in the 'atcpy' domain) with its engine, tile plan, arena slot and estimated time")
+    a("--arena_svg", default=None,
+      help="mode 1: draw the memory plan as SVG (steps across, arena offsets down, a box per tensor)")
     a("--onnx_weights", default="om", choices=["om", "embed", "shape"],
       help="weights in --onnx: om = read from the .om beside it (external data, nothing copied), embed = copied "
            "into the .onnx, shape = shape and dtype only (graph inputs); om falls back to shape when the .om is "
@@ -308,12 +310,18 @@ def _load_om(path: str):
 
 def _mode_json(args: argparse.Namespace) -> int:
     _require(args, "om")
-    if not (args.json or args.onnx):
-        raise UsageError("--mode=1 needs --json or --onnx (or both)")
+    if not (args.json or args.onnx or args.arena_svg):
+        raise UsageError("--mode=1 needs --json, --onnx or --arena_svg (any of them)")
     json_path = output_file("--json", args.json) if args.json else None
     onnx_path = output_file("--onnx", args.onnx) if args.onnx else None
+    svg_path = output_file("--arena_svg", args.arena_svg) if args.arena_svg else None
     exe = _load_om(args.om)
     wrote = []
+    if svg_path is not None:
+        from compiler.arena_svg import arena_svg
+
+        write_atomic(svg_path, arena_svg(exe).encode())
+        wrote.append(args.arena_svg)
     if json_path is not None:
         write_atomic(json_path, (json.dumps(exe.to_json(), indent=2, sort_keys=True) + "\n").encode())
         wrote.append(args.json)

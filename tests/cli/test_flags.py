@@ -60,6 +60,7 @@ FLAG_TESTS = {
     "--compress_kv_cache": "test_flags::test_kv_cache_dtype_flags",
     "--om": "test_cli::test_mode_json_and_summary",
     "--json": "test_cli::test_mode_json_and_summary",
+    "--arena_svg": "test_arena_svg::test_every_arena_tensor_is_a_box_at_its_offset_and_live_range",
     "--onnx": "test_om_to_onnx::test_one_annotated_node_per_step_and_the_checker_passes",
     "--onnx_weights": "test_om_to_onnx::test_weights_read_from_the_om_embedded_or_shape_only",
     "--version": "test_newcomer::test_version",
