@@ -23,6 +23,21 @@ are reported instead of looping forever.
 
 `apply_rules` runs tables whose rules still take the graph (``fn(graph, op,
 ctx)``) through the same driver.
+
+Provenance.  Each op knows the ONNX nodes it computes: `origins(op)` is its
+``_origins`` attribute, or ``[name]`` for an op the frontend made from one
+node.  `replace_op` is the one place a rewrite's result takes over, so the
+rule lives there: the ops producing the new values inherit the origins of the
+replaced op and of every op that dies with it (its operands' producers, up the
+chain, whose results are then unused and not graph outputs; constants carry
+none).  That one rule covers an epilogue fusion (``Relu`` replaced, the
+``Conv`` it read dies), BatchNorm folded into a new Conv (the old Conv dies),
+a squeeze-excitation block, a quantized Cube op (which takes the fused op's
+list), an LLM pattern, and a forwarded operand (``Identity``: its producer
+takes the node).  Passes that rebuild an op from ``dict(op.attrs)`` copy the
+list with it.  It is written only when it differs from ``[name]``, so IR without
+fusions prints as before; codegen copies it into the `.om` step's attributes
+(ATC's ``_datadump_original_op_names``), which `atcpy-compare` reads.
 """
 
 from __future__ import annotations
@@ -38,8 +53,8 @@ from ir.types import TensorType
 from passes.base import PassContext, PassError, log
 
 __all__ = [
-    "GraphRule", "Rewriter", "Rule", "RuleTable", "apply_rules", "is_output", "refresh_types", "rename",
-    "replace_op", "rewrite", "single_use",
+    "ORIGINS", "GraphRule", "Rewriter", "Rule", "RuleTable", "apply_rules", "inherit_origins", "is_output", "origins",
+    "refresh_types", "rename", "replace_op", "rewrite", "single_use",
 ]
 
 Rule = Callable[["Rewriter", Op, PassContext], bool]
@@ -47,6 +62,8 @@ RuleTable = Mapping[str, Sequence[Rule]]
 GraphRule = Callable[[Graph, Op, PassContext], bool]
 
 MAX_ROUNDS = 64
+ORIGINS = "_origins"
+DEAD_DEPTH = 8
 
 
 def is_output(graph: Graph, v: Value) -> bool:
@@ -63,15 +80,77 @@ def rename(graph: Graph, v: Value, name: str) -> None:
     graph.rename(v, name)
 
 
+def origins(op: Op) -> list[str]:
+    """The ONNX node names `op` computes (see the module docstring)."""
+    o = op.attrs.get(ORIGINS)
+    if o is not None:
+        return [str(n) for n in o]
+    name = op.attrs.get("name")
+    return [str(name)] if name else []
+
+
+def _dead_origins(graph: Graph, producers: list[Op]) -> list[str]:
+    """Origins of `producers` and their producers that no longer have a use:
+    the chain that dies with a replaced op."""
+    outputs = {id(v) for v in graph.outputs}
+    found: list[str] = []
+    # Ops die without being erased yet (the driver erases dead ops after each round), so a use
+    # counts only if its op is live.  Such dead chains are a few ops long: looking DEAD_DEPTH
+    # users down and calling anything further live keeps this local (and conservative).
+    dead: set[int] = set()  # only "dead" is remembered: "live" may be the depth cut-off's guess
+
+    def is_dead(op: Op, depth: int = 0) -> bool:
+        if id(op) in dead:
+            return True
+        if depth >= DEAD_DEPTH or any(id(r) in outputs or any(not is_dead(u.op, depth + 1) for u in r.uses)
+                                      for r in op.results):
+            return False
+        dead.add(id(op))
+        return True
+
+    seen: set[int] = set()
+    stack = list(producers)
+    while stack:
+        p = stack.pop()
+        if id(p) in seen or p.kind == "const" or p.graph is not graph:
+            continue
+        seen.add(id(p))
+        if is_dead(p):
+            found.extend(origins(p))
+            stack.extend(v.producer for v in p.operands if v is not None and v.producer is not None)
+    return found
+
+
+def inherit_origins(graph: Graph, op: Op, new_values: Sequence[Value], gone: list[str],
+                    producers: list[Op]) -> None:
+    """Give the producers of `new_values` the origins `gone` of the replaced `op` (taken
+    before it was erased) and of the chain above it that died with it."""
+    lost = gone + _dead_origins(graph, producers)
+    if not lost:
+        return
+    for v in new_values:
+        p = v.producer
+        if p is None or p is op or p.kind == "const":
+            continue
+        mine = origins(p)
+        merged = list(dict.fromkeys(mine + lost))
+        if merged != mine:
+            p.attrs[ORIGINS] = merged
+
+
 def replace_op(graph: Graph, op: Op, new_values: Sequence[Value], *, inherit_names: bool = False) -> None:
     """`graph.replace_op`, keeping the names of graph outputs it redirects
     (callers and runtimes address outputs by name).  With `inherit_names`
     every new value takes the name of the value it replaces (a fused op's
-    result keeps the name of the chain's last result)."""
+    result keeps the name of the chain's last result).  The new values'
+    producers inherit `op`'s provenance (module docstring)."""
     keep = {id(new): old.name for old, new in zip(op.results, new_values)
             if (inherit_names or is_output(graph, old)) and new.producer is not None
             and not is_output(graph, new)}
+    gone = origins(op)
+    producers = [v.producer for v in op.operands if v is not None and v.producer is not None]
     graph.replace_op(op, new_values)
+    inherit_origins(graph, op, new_values, gone, producers)
     for new in new_values:
         if id(new) in keep:
             graph.rename(new, keep[id(new)])

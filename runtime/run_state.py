@@ -127,8 +127,10 @@ class RunState:
                        ins=ins, thunk=None)
 
     # -- running ----------------------------------------------------------------------
-    def execute(self, timings: list[StepTiming] | None) -> None:
-        """Run every step on the bound feeds; appends per-step times to `timings` when given."""
+    def execute(self, timings: list[StepTiming] | None, keep: Any = None) -> None:
+        """Run every step on the bound feeds; appends per-step times to `timings` when given.
+        ``keep(step)`` (a debug run, `Session.run_all`) is called after each step, before the
+        arena reuses its results' bytes."""
         env = self.env
         prof = timings is not None
         if prof:
@@ -153,6 +155,8 @@ class RunState:
                             self._store(st, res)
                 if st.rnd:
                     self._round(st)
+                if keep is not None:
+                    keep(st)
                 if prof:
                     t1 = time.perf_counter()
                     timings.append(StepTiming(st.index, st.kernel, st.engine, st.name, t1 - t0, t0 - t_base,

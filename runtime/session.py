@@ -374,6 +374,26 @@ class Session:
             self._last = rs
             pool.append(rs)
 
+    def run_all(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        """A debug run keeping every step's results (and those of steps folded at load):
+        ``{activation name: copy}``, copied as each step ends since the arena reuses
+        bytes; emulated f16 values come back as float32 (exactly f16).  `atcpy-compare`."""
+        names = [a["name"] for a in self.executable.program["activations"]]
+        kept: dict[str, np.ndarray] = {}
+        state = self._take()
+        env = state.env
+
+        def keep(st: _Step) -> None:
+            kept.update((names[i], np.array(env[i])) for i in st.out_idx if isinstance(env[i], np.ndarray))
+
+        try:
+            self._run_in(state, [], feeds, False, True, keep)
+            kept.update((names[i], np.array(env[i])) for i in self._folded_slots
+                        if names[i] not in kept and isinstance(env[i], np.ndarray))
+        finally:
+            self._pool.append(state)
+        return kept
+
     @contextmanager
     def hold(self) -> Iterator[HeldState]:
         """A state kept for a series of runs, e.g. one generation: its KV caches carry
@@ -398,7 +418,7 @@ class Session:
             return RunState(self).attach(self)
 
     def _run_in(self, state: RunState, output_names: list[str] | None, feeds: dict[str, Any], profile: bool,
-                copy: bool) -> list[np.ndarray]:
+                copy: bool, keep: Any = None) -> list[np.ndarray]:
         arrays = self._check_feeds(feeds)
         picks = self._picks(output_names)
         env = state.env
@@ -408,7 +428,7 @@ class Session:
             env[i] = a.astype(np.float32) if widen else a
         timings: list[StepTiming] | None = [] if profile else None
         try:
-            state.execute(timings)
+            state.execute(timings, keep)
             return [self._output(state, i, copy) for i in picks]
         finally:
             for i in self._input_acts:
