@@ -51,6 +51,7 @@ from passes.calibrator import (
     RunnerFactory,
     batches,
     float_runner,
+    mse_amax,
     static_batch,
     sweep_batches,
 )
@@ -76,11 +77,12 @@ __all__ = [
     "fingerprint",
     "float_runner",
     "load_calibration_data",
+    "mse_amax",
     "percentile_amax",
     "static_batch",
 ]
 
-METHODS = ("max", "percentile", "entropy")
+METHODS = ("mse", "max", "percentile", "entropy")
 NBINS = 16384  # the collected histogram (fine enough for percentiles)
 KL_BINS = 2048  # the entropy method's histogram, TensorRT's size
 LEVELS = 128  # |q| in 0..127
@@ -194,6 +196,8 @@ def amax_from_histogram(h: Histogram, method: str, percentile: float = 99.9) -> 
         return percentile_amax(h, percentile)
     if method == "entropy":
         return entropy_amax(h)
+    if method == "mse":
+        return mse_amax(h.counts, h.hi)
     raise ValueError(method)
 
 
@@ -240,7 +244,7 @@ def _sweep(run: Runner, batches: list[dict[str, np.ndarray]], label: str, progre
 def calibrate(
     graph: Graph,
     data: Mapping[str, np.ndarray],
-    method: str = "percentile",
+    method: str = "mse",
     percentile: float = 99.9,
     *,
     batch_size: int = DEFAULT_BATCH,
@@ -318,7 +322,7 @@ class SampleCalibrator:
 
     data: Mapping[str, np.ndarray] = field(repr=False)
     feeds: list[dict[str, np.ndarray]] = field(repr=False)  # `data` in the model's batches
-    method: str = "percentile"
+    method: str = "mse"
     percentile: float = 99.9
     batch_size: int = DEFAULT_BATCH
     keep_dtype: Any = None

@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     a("--precision_mode", default="force_fp32",
       help="force_fp32 | must_keep_origin_dtype | force_fp16 | allow_fp32_to_fp16 | allow_quantize")
     a("--calibration_data", default=None, help=".npz (one array per input, samples first) or a directory of .npy/.bin")
-    a("--calibration_method", default="percentile", help="max | percentile | entropy")
+    a("--calibration_method", default="mse", help="mse | max | percentile | entropy")
     a("--calibration_percentile", type=float, default=99.9, help="the percentile method's clip point")
     a("--quant_type", default=None, choices=["W8A8", "W8A16", "W4A16"],
       help="W8A16 / W4A16: weight-only INT8 / INT4 (group-wise scales along K, activations in float); "
@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     a("--compress_kv_cache", default="false", choices=["true", "false"], help="true: --kv_cache_dtype=int8")
     a("--keep_dtype", default=None, help="file listing op names or OpType::X kept in original precision")
     a("--accuracy_report", default=None, help="write the INT8 accuracy report (JSON) here")
+    a("--accuracy_target", type=float, default=None,
+      help="INT8 only: the lowest output cosine against float allowed on the held-back calibration samples, "
+           "e.g. 0.99; the layers adding the most noise are kept in float until it holds (exit 3 if all-float "
+           "misses it)")
     a("--op_select_implmode", default="high_performance", choices=["high_performance", "high_precision"],
       help="kernel variants: fast approximations, or exact ones")
     a("--op_engine", default=None, help='per-op-type engine override, e.g. "Softmax=aicpu,MatMul=vector"')
@@ -208,6 +212,7 @@ def _compile_options(args: argparse.Namespace) -> CompileOptions:
         calibration_method=args.calibration_method,
         calibration_percentile=args.calibration_percentile,
         keep_dtype=args.keep_dtype,
+        accuracy_target=args.accuracy_target,
         op_select_implmode=args.op_select_implmode,
         op_engine=args.op_engine,
         quant_type=args.quant_type,
@@ -233,7 +238,12 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
     if precheck:
         return _precheck(args, opts, report_path)
     with _report_on_failure(args, report_path):
-        exe = compile_with(args.model, opts)
+        if opts.accuracy_target is not None:
+            from compiler.accuracy import compile_to_target
+
+            exe = compile_to_target(args.model, opts)
+        else:
+            exe = compile_with(args.model, opts)
     report = exe.full_report  # with wall times; the .om keeps a copy without them
     if args.pass_timing:
         from compiler.pipeline import format_timing
@@ -252,8 +262,17 @@ def _mode_compile(args: argparse.Namespace, precheck: bool) -> int:
         f"atcpy run success: wrote {om_path} ({report['ops']['total']} ops: "
         + ", ".join(f"{k} {v}" for k, v in report["ops"]["by_engine"].items())
         + f"; weights {mem['weights_bytes'] / 2**20:.2f} MiB, arena {mem['arena_bytes'] / 2**20:.2f} MiB)"
+        + _target_line(report.get("accuracy_target"))
     )
     return 0
+
+
+def _target_line(target: dict | None) -> str:
+    """The success line's account of --accuracy_target."""
+    if not target:
+        return ""
+    return (f"; accuracy target {target['target']!r}: cosine {target['cosine']:.6f} with {target['rolled_back']} "
+            f"layer(s) in float ({target['iterations']} iteration(s))")
 
 
 @contextlib.contextmanager
@@ -262,8 +281,9 @@ def _report_on_failure(args: argparse.Namespace, report_path: Path | None) -> It
     try:
         yield
     except AtcError as e:
-        if e.exit_code == 3 and report_path is not None:
-            _write_json(report_path, {"model": args.model, "soc_version": args.soc_version, "status": "failed",
+        if e.exit_code == 3 and report_path is not None:  # --accuracy_target's miss carries what it reached
+            _write_json(report_path, {**getattr(e, "report", {}), "model": args.model,
+                                      "soc_version": args.soc_version, "status": "failed",
                                       "error": f"{e.kind}: {e}", "problems": [str(e)]})
         raise
 

@@ -27,8 +27,8 @@ from ir.errors import AtcError, InternalError, UsageError
 from passes.calibrator import DEFAULT_BATCH
 from passes.options import PassOptions
 
-__all__ = ["INPUT_FORMATS", "PRECISION_MODES", "Compilation", "CompileOptions", "compile_model", "compile_with",
-           "lower_to_ir"]
+__all__ = ["INPUT_FORMATS", "PRECISION_MODES", "Compilation", "CompileOptions", "compile_model",
+           "compile_with", "lower_to_ir"]
 
 log = logging.getLogger("atcpy")
 
@@ -58,11 +58,14 @@ class CompileOptions:
     pass_timing: bool = False
     mem_limit: int | None = None
     calibration_data: str | None = None
-    calibration_method: str = "percentile"
+    calibration_method: str = "mse"
     calibration_percentile: float = 99.9
     calibration_batch_size: int = DEFAULT_BATCH  # samples a calibration run takes at once (symbolic batch only)
     progress: bool = True  # a progress line on stderr while calibrating
     keep_dtype: str | None = None
+    # --accuracy_target: the lowest output cosine (vs float, held-back calibration samples) INT8 may give;
+    # layers are kept in float, the noisiest first, until it holds (compiler.accuracy.reach_accuracy_target)
+    accuracy_target: float | None = None
     op_select_implmode: str = "high_performance"
     op_engine: str | None = None  # "Softmax=aicpu,MatMul=vector"
     # weight-only quantization (``--quant_type``): W8A16 | W4A16; W8A8 means precision_mode=allow_quantize
@@ -98,6 +101,18 @@ class CompileOptions:
         mine = set(self.field_names())
         return PassOptions(**{n: getattr(self, n) for n in PassOptions.names() if n in mine}, **given)
 
+    def _check_accuracy_target(self) -> None:
+        t = self.accuracy_target
+        if t is None:
+            return
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < float("inf"):
+            raise UsageError(f"--accuracy_target={t!r} must be a cosine above 0, e.g. 0.99")
+        if self.precision_mode != "allow_quantize":
+            raise UsageError("--accuracy_target rolls INT8 layers back to float: it needs "
+                             "--precision_mode=allow_quantize (or --quant_type=W8A8)")
+        if not self.calibration_data:
+            raise UsageError("--accuracy_target measures on held-back calibration samples: give --calibration_data")
+
     def check(self) -> None:
         if self.quant_type == "W8A8":  # the calibrated INT8 path under the name the LLM tools use
             self.quant_type, self.precision_mode = None, "allow_quantize"
@@ -111,10 +126,11 @@ class CompileOptions:
             raise UsageError(
                 f"unknown --precision_mode={self.precision_mode}; choose one of {', '.join(PRECISION_MODES)}"
             )
-        if self.calibration_method not in ("max", "percentile", "entropy"):
-            raise UsageError(f"unknown --calibration_method={self.calibration_method}; choose max, percentile or entropy")
+        if self.calibration_method not in ("mse", "max", "percentile", "entropy"):
+            raise UsageError(f"unknown --calibration_method={self.calibration_method}; choose mse, max, percentile or entropy")
         if not 0 < self.calibration_percentile <= 100:
             raise UsageError(f"--calibration_percentile={self.calibration_percentile} must be in (0, 100]")
+        self._check_accuracy_target()
         parse_dim_range(self.dim_range)
         parse_input_shape_range(self.input_shape_range)
         apply_gears(dict(self.input_shapes) if self.input_shapes else None, self.gear_flags())
@@ -214,6 +230,8 @@ def run_passes(g: Graph, opts: CompileOptions, soc: Any, model: Any = None) -> t
 def _without_timings(report: dict) -> dict:
     out = {k: v for k, v in report.items() if k != "import_seconds"}
     out["passes"] = [{"name": p["name"], "changed": p["changed"]} for p in report.get("passes", [])]
+    if "accuracy_target" in report:
+        out["accuracy_target"] = {k: v for k, v in report["accuracy_target"].items() if k != "seconds"}
     return out
 
 
@@ -250,13 +268,19 @@ def compile_model(model: Any, soc_version: str = "Ascend310P3", **options: Any):
 
 
 @gc_paced()
-def compile_with(model: Any, opts: CompileOptions):
-    """`compile_model` with the options as one `CompileOptions` (the CLI's way)."""
+def compile_with(model: Any, opts: CompileOptions, accuracy_target: dict | None = None):
+    """`compile_model` with the options as one `CompileOptions` (the CLI's way).
+    ``opts.accuracy_target`` needs its loop run first: `compiler.accuracy.compile_to_target`
+    does, and passes what it reached as `accuracy_target` (for the report); the
+    driver cannot run it itself (compiler.accuracy imports the driver)."""
     from codegen import build_executable
     from compiler.report import build_report
     from passes.target.soc import load_soc
 
     opts.check()
+    if opts.accuracy_target is not None and accuracy_target is None:
+        raise UsageError("accuracy_target: compile with compiler.accuracy.compile_to_target (the CLI does), "
+                         "which runs the loop and then this compile")
     if opts.weights_meta_only:
         raise UsageError("weights_meta_only plans memory without reading the weights; it cannot write an "
                          "executable (use --mode=3, the precheck)")
@@ -267,9 +291,12 @@ def compile_with(model: Any, opts: CompileOptions):
         g = lower_to_ir(model, opts)
         import_s = time.perf_counter() - t0
         ops_before = sum(1 for op in g.ops if op.kind != "const")
+        target = accuracy_target
         passes, stats = run_passes(g, opts, soc, model)
         comp = Compilation(g, soc, stats, passes, import_s, ops_before)
         report = build_report(comp, opts, _model_name(model))
+        if target is not None:
+            report["accuracy_target"] = target
         if opts.input_format == "NHWC":  # only then: a default compile's report (and .om) stays as it was
             report["input_format"] = {"format": "NHWC", "inputs": [v.name for v in g.inputs if v.type.rank == 4]}
         # the .om carries the report without wall times, so the file is byte-identical run to run

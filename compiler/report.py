@@ -194,6 +194,18 @@ def _quantized(q: dict[str, Any]) -> str:
     return text
 
 
+def _accuracy_target(t: dict[str, Any] | None) -> list[str]:
+    """--accuracy_target's lines: what it reached and the layers it kept in float."""
+    if not t:
+        return []
+    kept = list(t.get("kept_in_float", []))
+    shown = ", ".join(kept[:10]) + (f", ... ({len(kept) - 10} more)" if len(kept) > 10 else "")
+    head = (f"accuracy target  {t.get('target')!r}: output cosine {t.get('cosine', 0):.6f} on "
+            f"{t.get('held_back')} held-back samples, {t.get('rolled_back')} layer(s) in float after "
+            f"{t.get('iterations')} iteration(s)")
+    return [head] + ([f"  kept in float  {shown}"] if kept else [])
+
+
 def format_summary(report: dict[str, Any]) -> str:
     """Human-readable summary (``atcpy --mode=6`` and ``--mode=3``)."""
     ops = report.get("ops", {})
@@ -205,6 +217,7 @@ def format_summary(report: dict[str, Any]) -> str:
         f"fusion           {json.dumps(report.get('fusion', {}), sort_keys=True)}",
         f"tiling           {report.get('tiling', {}).get('tiled_ops', 0)} ops in {report.get('tiling', {}).get('tiles', 0)} tiles",
         f"quantized ops    {_quantized(report.get('quantization', {}))}",
+        *_accuracy_target(report.get("accuracy_target")),
         *format_memory(report),
     ]
     gears = report.get("gears")

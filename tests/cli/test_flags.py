@@ -43,6 +43,7 @@ FLAG_TESTS = {
     "--calibration_percentile": "test_flags::test_calibration_method_and_percentile",
     "--keep_dtype": "test_flags::test_keep_dtype",
     "--accuracy_report": "test_flags::test_accuracy_report",
+    "--accuracy_target": "test_flags::test_accuracy_target",
     "--op_select_implmode": "test_flags::test_op_select_implmode",
     "--op_engine": "test_flags::test_op_engine",
     "--mem_limit": "test_cli::test_mem_limit_exceeded_gives_sizes_and_exit_3",
@@ -231,6 +232,13 @@ def test_accuracy_report(model, calib, tmp_path) -> None:
     _quant(model, calib, tmp_path / "q", f"--accuracy_report={tmp_path / 'acc.json'}")
     acc = json.loads((tmp_path / "acc.json").read_text())
     assert acc["quantized_layers"] > 0 and acc["outputs"]
+
+
+def test_accuracy_target(model, calib, tmp_path) -> None:
+    """The target reaches the loop (tests/quant/test_accuracy_target.py tests the loop itself)."""
+    report = _quant(model, calib, tmp_path / "q", "--accuracy_target=1")
+    t = report["accuracy_target"]
+    assert t["target"] == 1.0 and t["met"] and t["cosine"] == 1.0 and t["rolled_back"] > 0
 
 
 def test_op_select_implmode(model, tmp_path) -> None:
