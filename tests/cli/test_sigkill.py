@@ -26,7 +26,7 @@ sys.exit(main([f"--model={sys.argv[1]}", "--soc_version=Ascend310P3", f"--output
 """
 
 
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="SIGKILL does not exist on Windows")
 def test_a_killed_compile_leaves_nothing_after_the_next_one(model, tmp_path):
     out, flag, tmpdir = tmp_path / "out" / "m", tmp_path / "writing", tmp_path / "tmp"
     tmpdir.mkdir()

@@ -178,7 +178,7 @@ def test_conv_hardswish_epilogue_survives_int8(tmp_path):
 
 def _se_block(gate: str, act: str) -> onnx.ModelProto:
     """A conv stem and a squeeze-excitation block as torchvision writes them (exported by torch)."""
-    torch = pytest.importorskip("torch")
+    import torch  # a test-only tool (the test extras install it)
 
     class Block(torch.nn.Module):
         def __init__(self):
@@ -219,7 +219,8 @@ def test_squeeze_excitation_is_one_op_and_computes_what_onnxruntime_does(gate, a
 def test_residual_convs_fuse_and_compute_what_onnxruntime_does(precision, tmp_path):
     """torchvision's BasicBlock shortcut (Add then Relu) is one fused.conv with a residual operand
     in fp32 and fp16; an INT8 compile keeps the Add so that both convs are quantized."""
-    torch = pytest.importorskip("torch")
+    import torch  # a test-only tool (the test extras install it)
+
     from compiler import compile_model
     from runtime import Session
 

@@ -19,7 +19,7 @@ from runtime.om import write_atomic
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.skipif(os.name != "posix", reason="umask and file modes are POSIX concepts; Windows has neither")
 @pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
 def test_new_files_respect_the_umask(tmp_path, umask):
     old = os.umask(umask)
@@ -30,7 +30,7 @@ def test_new_files_respect_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "f.om").stat().st_mode) == 0o666 & ~umask
 
 
-@pytest.mark.skipif(os.name != "posix", reason="POSIX permissions")
+@pytest.mark.skipif(os.name != "posix", reason="umask and file modes are POSIX concepts; Windows has neither")
 def test_a_replaced_file_keeps_its_mode(tmp_path):
     p = tmp_path / "f.om"
     p.write_bytes(b"old")
