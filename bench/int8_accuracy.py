@@ -186,6 +186,14 @@ def ort_outputs(model: Path, x: np.ndarray, out: int) -> np.ndarray:
 
 
 def ort_quantize(model: Path, calib: np.ndarray, dst: Path, method: str) -> Path:
+    feeds = [{"X": calib[i : i + BATCH]} for i in range(0, len(calib), BATCH)]
+    return ort_quantize_static(model, feeds, dst, method, percentile=99.9)
+
+
+def ort_quantize_static(model: Path, feeds: list[dict[str, np.ndarray]], dst: Path, method: str,
+                        percentile: float) -> Path:
+    """onnxruntime's `quantize_static`: QDQ, symmetric int8 activations and weights, weights per
+    channel, calibrated on `feeds` with `method` (max | percentile | entropy)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -196,7 +204,7 @@ def ort_quantize(model: Path, calib: np.ndarray, dst: Path, method: str) -> Path
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.it = iter([{"X": calib[i : i + BATCH]} for i in range(0, len(calib), BATCH)])
+            self.it = iter(feeds)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.it, None)
@@ -207,7 +215,7 @@ def ort_quantize(model: Path, calib: np.ndarray, dst: Path, method: str) -> Path
         quantize_static(
             str(model), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=cm,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.9},
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": percentile},
         )
     return dst
 

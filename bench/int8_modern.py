@@ -19,8 +19,6 @@ symmetric int8 activations and weights, per-channel weights, percentile
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
 import tempfile
@@ -58,29 +56,9 @@ def ort_run(model: str, x: np.ndarray) -> list[np.ndarray]:
 
 def ort_quantize(model: Path, calib: np.ndarray, dst: Path) -> Path:
     """onnxruntime's static INT8 as the issue configures it: QDQ, symmetric, per channel, percentile 99.999."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    from bench.int8_accuracy import ort_quantize_static
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter([{"input": c} for c in calib])
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.it, None)
-
-    with contextlib.redirect_stdout(io.StringIO()):
-        quantize_static(
-            str(model), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibPercentile": 99.999},
-        )
-    return dst
+    return ort_quantize_static(model, [{"input": c} for c in calib], dst, "percentile", percentile=99.999)
 
 
 def atcpy_run(model: Path, calib: np.ndarray, x: np.ndarray, method: str) -> tuple[list[np.ndarray], float]:
